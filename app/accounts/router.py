@@ -1,0 +1,177 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
+from sqlalchemy import select
+
+from app.accounts import assisted, registration, service
+from app.accounts.errors import AccountNotFound
+from app.accounts.models import Account
+from app.accounts.schemas import (
+    AccountOut,
+    AssistedRegistrationIn,
+    AssistedRegistrationOut,
+    CardApplicationIn,
+    ChallengeOut,
+    Decision,
+    OtpVerify,
+    PasswordChange,
+    PasswordResetComplete,
+    PasswordResetStart,
+    RegistrationDone,
+    RegistrationStart,
+    Rejection,
+    StatusChange,
+)
+from app.admin.auth import AccountsAdmin, AccountsOfficer, ApprovingOfficer
+from app.core.db import SessionDep
+from app.core.deps import CtxDep
+from app.core.http import json_body_only
+
+public = APIRouter(prefix="/accounts", tags=["accounts"], dependencies=[json_body_only])
+officer = APIRouter(tags=["officer"], dependencies=[json_body_only])
+
+_SENT = "If the details match the population registry, a 6-digit code was sent by SMS. It expires in 5 minutes."
+
+
+@public.post("/registrations", status_code=202, response_model=ChallengeOut, summary="Start level-1 self-registration")
+async def start_registration(body: RegistrationStart, session: SessionDep, ctx: CtxDep) -> ChallengeOut:
+    challenge = await registration.start_registration(session, ctx, body)
+    return ChallengeOut(id=challenge.id, expires_at=challenge.expires_at, message=_SENT)
+
+
+@public.post("/registrations/{registration_id}/verify", response_model=RegistrationDone, summary="Confirm the SMS code")
+async def verify_registration(
+    registration_id: uuid.UUID, body: OtpVerify, session: SessionDep, ctx: CtxDep
+) -> RegistrationDone:
+    account = await registration.verify_registration(session, ctx, registration_id, body.code)
+    return RegistrationDone(
+        level=account.level,
+        message="Your account is active. The initial password was sent by SMS; change it at first sign-in.",
+    )
+
+
+@public.post("/password", status_code=204, summary="Change the password (also the forced first change)")
+async def change_password(body: PasswordChange, session: SessionDep, ctx: CtxDep) -> Response:
+    await service.change_password(
+        session, ctx, id_number=body.id_number, current=body.current_password, new=body.new_password
+    )
+    return Response(status_code=204)
+
+
+@public.post(
+    "/password-resets", status_code=202, response_model=ChallengeOut, summary="Start a password reset by SMS code"
+)
+async def start_password_reset(body: PasswordResetStart, session: SessionDep, ctx: CtxDep) -> ChallengeOut:
+    challenge = await registration.start_password_reset(session, ctx, body)
+    return ChallengeOut(
+        id=challenge.id,
+        expires_at=challenge.expires_at,
+        message="If an active account has this ID number and phone, a 6-digit code was sent by SMS.",
+    )
+
+
+@public.post("/password-resets/{reset_id}/complete", status_code=204, summary="Set a new password with the SMS code")
+async def complete_password_reset(
+    reset_id: uuid.UUID, body: PasswordResetComplete, session: SessionDep, ctx: CtxDep
+) -> Response:
+    await registration.complete_password_reset(session, ctx, reset_id, body.code, body.new_password)
+    return Response(status_code=204)
+
+
+# --- officers ---------------------------------------------------------------------------------
+
+IdNumberPath = Annotated[str, Path(pattern=r"^\d{12}$")]
+
+
+@officer.get("/accounts/by-id-number/{id_number}", response_model=AccountOut, summary="Find a citizen's account")
+async def account_by_id_number(id_number: IdNumberPath, staff: AccountsOfficer, session: SessionDep) -> Account:
+    account = await session.scalar(select(Account).where(Account.id_number == id_number))
+    if account is None:
+        raise AccountNotFound()
+    return account
+
+
+@officer.post("/accounts/{account_id}/lock", response_model=AccountOut, summary="Lock an account")
+async def lock(
+    account_id: uuid.UUID, body: StatusChange, staff: AccountsOfficer, session: SessionDep, ctx: CtxDep
+) -> Account:
+    return await service.change_status(session, ctx, account_id, "lock", actor=staff.actor, reason=body.reason)
+
+
+@officer.post(
+    "/accounts/{account_id}/unlock", response_model=AccountOut, summary="Unlock an account (also ends a lockout)"
+)
+async def unlock(
+    account_id: uuid.UUID, body: StatusChange, staff: AccountsOfficer, session: SessionDep, ctx: CtxDep
+) -> Account:
+    return await service.change_status(session, ctx, account_id, "unlock", actor=staff.actor, reason=body.reason)
+
+
+@officer.post("/accounts/{account_id}/revoke", response_model=AccountOut, summary="Revoke an account (terminal)")
+async def revoke(
+    account_id: uuid.UUID, body: StatusChange, staff: AccountsAdmin, session: SessionDep, ctx: CtxDep
+) -> Account:
+    return await service.change_status(session, ctx, account_id, "revoke", actor=staff.actor, reason=body.reason)
+
+
+@officer.post(
+    "/officer-registrations",
+    status_code=201,
+    response_model=AssistedRegistrationOut,
+    summary="Level 2, step 1: contact details, dependents, documents",
+)
+async def submit(
+    body: AssistedRegistrationIn, staff: AccountsOfficer, session: SessionDep, ctx: CtxDep
+) -> AssistedRegistrationOut:
+    reg = await assisted.submit(session, ctx, body, actor=staff.actor)
+    return await assisted.describe(session, reg)
+
+
+@officer.get(
+    "/officer-registrations/{registration_id}",
+    response_model=AssistedRegistrationOut,
+    summary="Read an officer-assisted registration",
+)
+async def get_registration(
+    registration_id: uuid.UUID, staff: AccountsOfficer, session: SessionDep
+) -> AssistedRegistrationOut:
+    return await assisted.get_registration(session, registration_id)
+
+
+@officer.put(
+    "/officer-registrations/{registration_id}/card-application",
+    response_model=AssistedRegistrationOut,
+    summary="Level 2, step 2: attach the chip ID card application",
+)
+async def attach_card(
+    registration_id: uuid.UUID, body: CardApplicationIn, staff: AccountsOfficer, session: SessionDep, ctx: CtxDep
+) -> AssistedRegistrationOut:
+    reg = await assisted.attach_card_application(session, ctx, registration_id, body, actor=staff.actor)
+    return await assisted.describe(session, reg)
+
+
+@officer.post(
+    "/officer-registrations/{registration_id}/approve",
+    response_model=AssistedRegistrationOut,
+    summary="Level 2, step 3: approve",
+)
+async def approve(
+    registration_id: uuid.UUID, body: Decision, staff: ApprovingOfficer, session: SessionDep, ctx: CtxDep
+) -> AssistedRegistrationOut:
+    reg = await assisted.approve(session, ctx, registration_id, actor=staff.actor, reason=body.reason)
+    return await assisted.describe(session, reg)
+
+
+@officer.post(
+    "/officer-registrations/{registration_id}/reject",
+    response_model=AssistedRegistrationOut,
+    summary="Level 2, step 3: reject with a reason",
+)
+async def reject(
+    registration_id: uuid.UUID, body: Rejection, staff: ApprovingOfficer, session: SessionDep, ctx: CtxDep
+) -> AssistedRegistrationOut:
+    reg = await assisted.reject(session, ctx, registration_id, body.reason, actor=staff.actor)
+    return await assisted.describe(session, reg)

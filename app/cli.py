@@ -1,0 +1,247 @@
+"""The `eid` command: serve, migrate, seed, import and administer."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import getpass
+import secrets
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from app.core.config import Settings, load_settings_or_exit
+
+cli = typer.Typer(help="National e-ID service.", no_args_is_help=True, add_completion=False)
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(fn: Callable[[Any], Awaitable[T]]) -> T:
+    """Build the app context outside HTTP and run one coroutine with it."""
+    from app.core.clock import Clock
+    from app.core.crypto import Keyring
+    from app.core.db import make_engine, make_sessionmaker
+    from app.core.deps import AppContext
+    from app.core.passwords import PasswordHasher
+    from app.core.ratelimit import MemoryRateLimiter
+
+    settings = load_settings_or_exit()
+
+    async def main() -> T:
+        engine = make_engine(settings)
+        ctx = AppContext(
+            settings,
+            make_sessionmaker(engine),
+            Keyring(settings.master_secret()),
+            PasswordHasher(settings),
+            Clock(),
+            MemoryRateLimiter(),
+        )
+        try:
+            return await fn(ctx)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def run_migrations(settings: Settings, revision: str = "head", *, downgrade: bool = False) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    cfg.attributes["url"] = settings.database_url
+    cfg.attributes["configure_logging"] = False
+    if downgrade:
+        command.downgrade(cfg, revision)
+    else:
+        command.upgrade(cfg, revision)
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+) -> None:
+    """Serve the HTTP API with uvicorn."""
+    import uvicorn
+
+    from app.core.observability import configure_logging
+
+    load_settings_or_exit()
+    configure_logging(log_level.upper())
+    uvicorn.run(
+        "app.asgi:app",
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+        log_config=None,
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
+@cli.command()
+def migrate(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Apply the Alembic migrations (the only way the schema changes)."""
+    settings = load_settings_or_exit()
+    run_migrations(settings, revision)
+    typer.echo(f"database at {revision}")
+
+
+@cli.command("seed-demo")
+def seed_demo() -> None:
+    """Load the demo registry, accounts and officer (idempotent; refused in production)."""
+    from app.admin.seed import seed_demo as seed
+    from app.core.config import Environment
+
+    settings = load_settings_or_exit()
+    if settings.env is Environment.production:
+        typer.echo("refusing to load demo data when EID_ENV=production", err=True)
+        raise typer.Exit(2)
+
+    async def go(ctx: Any) -> list[str]:
+        async with ctx.sessionmaker() as session:
+            return await seed(session, ctx)
+
+    for line in _run(go):
+        typer.echo(line)
+
+
+@cli.command("import-registry")
+def import_registry(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="CSV or JSON-lines file.")],
+    fmt: Annotated[str | None, typer.Option("--format", help="csv or jsonl (default: from the file name).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=1_000_000, help="Records per transaction.")] = 10_000,
+    rejects: Annotated[Path | None, typer.Option(help="Where rejected rows go (default FILE.rejects.csv).")] = None,
+) -> None:
+    """Import registry records: validated, batched, idempotent (upsert by ID number)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from app.core.audit import Actor
+    from app.registry.importer import ImportReport, detect_format
+    from app.registry.importer import import_registry as run_import
+
+    fmt = detect_format(file, fmt)
+    if fmt not in ("csv", "jsonl"):
+        typer.echo("--format must be csv or jsonl", err=True)
+        raise typer.Exit(2)
+    rejects = rejects or file.with_name(file.name + ".rejects.csv")
+    size = file.stat().st_size
+
+    async def go(ctx: Any) -> ImportReport:
+        with (
+            file.open("rb") as fh,
+            Progress(
+                TextColumn("importing"),
+                BarColumn(),
+                TextColumn("{task.fields[rows]} records"),
+                TimeElapsedColumn(),
+                transient=True,
+            ) as progress,
+        ):
+            task = progress.add_task("import", total=size, rows=0)
+
+            def on_batch(report: ImportReport) -> None:
+                progress.update(task, completed=fh.tell(), rows=report.imported)
+
+            return await run_import(
+                ctx.settings,
+                fh,
+                fmt=fmt,
+                rejects_path=rejects,
+                actor=Actor("admin", "cli"),
+                now=ctx.clock.now(),
+                today=ctx.clock.today(),
+                batch_size=batch_size,
+                source_name=file.name,
+                on_batch=on_batch,
+            )
+
+    try:
+        report = _run(go)
+    except Exception as exc:
+        typer.echo(
+            f"import stopped: {type(exc).__name__}: {exc}. Batches already committed stay; re-run to resume (upserts).",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    typer.echo(f"{report.imported} records imported in {report.batches} batches, {report.rejected} rejected")
+    if report.rejects_path:
+        typer.echo(f"rejected rows: {report.rejects_path}")
+
+
+@cli.command("create-officer")
+def create_officer(
+    username: Annotated[str, typer.Argument(help="Sign-in name.")],
+    name: Annotated[str, typer.Option(help="Display name.")],
+    scope: Annotated[list[str], typer.Option("--scope", help="Scope to grant (repeat).")],
+    password: Annotated[
+        str | None, typer.Option(help="Password (prompted when absent).", envvar="EID_OFFICER_PASSWORD")
+    ] = None,
+) -> None:
+    """Create an officer or administrator who signs in at POST /staff/token."""
+    from app.admin.service import create_staff
+    from app.core.errors import Problem
+    from app.core.passwords import password_problems
+
+    settings = load_settings_or_exit()
+    password = password or getpass.getpass("password: ")
+    problems = password_problems(password, min_length=settings.password_min_length, context_words=(username,))
+    if problems:
+        typer.echo("password refused: " + " ".join(problems), err=True)
+        raise typer.Exit(2)
+
+    async def go(ctx: Any) -> None:
+        async with ctx.sessionmaker() as session:
+            await create_staff(session, ctx, username=username, display_name=name, password=password, scopes=scope)
+
+    try:
+        _run(go)
+    except Problem as exc:
+        typer.echo(f"refused: {exc.detail or exc.title}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"officer {username} created with scopes: {' '.join(sorted(scope))}")
+
+
+@cli.command()
+def outbox(
+    phone: Annotated[str | None, typer.Option(help="Only messages to this number (E.164).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+) -> None:
+    """Show the newest queued SMS messages (development and demo use: bodies hold secrets)."""
+    from app.core.config import Environment
+    from app.core.sms import read_outbox
+
+    settings = load_settings_or_exit()
+    if settings.env is Environment.production:
+        typer.echo("the outbox is not readable when EID_ENV=production", err=True)
+        raise typer.Exit(2)
+
+    async def go(ctx: Any) -> list[dict[str, str]]:
+        async with ctx.sessionmaker() as session:
+            return await read_outbox(session, ctx.keyring, phone=phone, limit=limit)
+
+    for msg in _run(go):
+        typer.echo(f"{msg['created_at']}  {msg['phone']}  {msg['purpose']:<18} {msg['text']}")
+
+
+@cli.command("gen-secret")
+def gen_secret() -> None:
+    """Print a new random EID_SECRET_KEY."""
+    typer.echo(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("="))
+
+
+def main() -> None:
+    try:
+        cli()
+    except KeyboardInterrupt:  # pragma: no cover
+        sys.exit(130)

@@ -1,0 +1,146 @@
+"""One Settings object for the whole service, read from the environment (prefix ``EID_``)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import sys
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./var/eid.db"
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class SmsGatewayKind(StrEnum):
+    outbox = "outbox"  # messages stay in the database outbox (read with `eid outbox`)
+    webhook = "webhook"  # a worker posts each message to an HTTP gateway, with retries
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EID_", env_file=None, extra="ignore")
+
+    env: Environment = Environment.development
+    database_url: str = DEFAULT_SQLITE_URL
+    database_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
+    redis_url: str | None = None
+    redis_prefix: str = "eid:"
+    issuer: str = "http://127.0.0.1:8000"
+    data_dir: Path = Path("./var")
+
+    # 32 random bytes, urlsafe-base64. Derives the HMAC keys (OTP and token hashing) and the
+    # key-encryption key that wraps private signing keys and queued SMS bodies at rest.
+    secret_key: SecretStr | None = None
+
+    sms_gateway: SmsGatewayKind = SmsGatewayKind.outbox
+    sms_webhook_url: str | None = None
+    sms_webhook_token: SecretStr | None = None
+    sms_max_attempts: Annotated[int, Field(ge=1, le=50)] = 8
+
+    # Password hashing: OWASP argon2id (m=19456 KiB, t=2, p=1). Tests lower these.
+    argon2_memory_kib: Annotated[int, Field(ge=8, le=1048576)] = 19456
+    argon2_time_cost: Annotated[int, Field(ge=1, le=20)] = 2
+    argon2_parallelism: Annotated[int, Field(ge=1, le=16)] = 1
+    password_min_length: Annotated[int, Field(ge=8, le=64)] = 15
+
+    lockout_threshold: Annotated[int, Field(ge=1, le=100)] = 5
+    lockout_minutes: Annotated[int, Field(ge=1, le=10080)] = 15
+    otp_ttl_seconds: Annotated[int, Field(ge=30, le=3600)] = 300
+    otp_max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    staff_session_minutes: Annotated[int, Field(ge=5, le=1440)] = 480
+    registration_rate_per_hour: Annotated[int, Field(ge=1, le=100000)] = 10
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value or None
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")) or value.endswith("/"):
+            raise ValueError("must be an http(s) URL without a trailing slash")
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(value.get_secret_value() + "==")
+        except ValueError as exc:
+            raise ValueError("must be urlsafe base64") from exc
+        if len(raw) < 32:
+            raise ValueError("must decode to at least 32 bytes (generate: eid gen-secret)")
+        return value
+
+    @model_validator(mode="after")
+    def _production_rules(self) -> Settings:
+        if self.env is Environment.production:
+            if self.secret_key is None:
+                raise ValueError("EID_SECRET_KEY is required when EID_ENV=production")
+            if not self.issuer.startswith("https://"):
+                raise ValueError("EID_ISSUER must be https:// when EID_ENV=production")
+        if self.sms_gateway is SmsGatewayKind.webhook and not self.sms_webhook_url:
+            raise ValueError("EID_SMS_WEBHOOK_URL is required when EID_SMS_GATEWAY=webhook")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def master_secret(self) -> bytes:
+        """The configured secret, or (development only) one generated once and kept in data_dir."""
+        if self.secret_key is not None:
+            return base64.urlsafe_b64decode(self.secret_key.get_secret_value() + "==")
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
+        return base64.urlsafe_b64decode(path.read_text().strip() + "==")
+
+
+def describe_error(exc: ValidationError) -> str:
+    """One line naming every bad setting, for start-up failures."""
+    parts = []
+    for err in exc.errors():
+        loc = "EID_" + "_".join(str(p) for p in err["loc"]).upper() if err["loc"] else "settings"
+        parts.append(f"{loc}: {err['msg']}")
+    return "invalid configuration: " + "; ".join(parts)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def load_settings_or_exit() -> Settings:
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        print(describe_error(exc), file=sys.stderr)
+        raise SystemExit(2) from None

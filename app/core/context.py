@@ -1,0 +1,7 @@
+"""Per-request context (request ID) carried to logs and audit rows without threading it through."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)

@@ -1,0 +1,139 @@
+"""Error types and the one place that turns them into HTTP answers.
+
+REST endpoints answer RFC 9457 problem details (``application/problem+json``) with a stable
+``type`` URN per problem kind; services raise these types and never build responses.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+log = logging.getLogger("eid.errors")
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_PREFIX = "urn:eid:problem:"
+
+
+def problem_response(
+    status: int,
+    slug: str,
+    title: str,
+    detail: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    body: dict[str, Any] = {"type": TYPE_PREFIX + slug, "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    body.update(extra)
+    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+class Problem(Exception):
+    """Base of every domain error a client may see. Subclasses set the class attributes."""
+
+    status: ClassVar[int] = 400
+    slug: ClassVar[str] = "bad-request"
+    title: ClassVar[str] = "Bad request"
+
+    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail
+        self.headers = headers
+        self.extra = extra
+
+    def to_response(self) -> Response:
+        return problem_response(self.status, self.slug, self.title, self.detail, self.headers, **self.extra)
+
+
+class NotFound(Problem):
+    status, slug, title = 404, "not-found", "Not found"
+
+
+class Conflict(Problem):
+    status, slug, title = 409, "conflict", "Conflict with the current state"
+
+
+class InvalidState(Problem):
+    status, slug, title = 409, "invalid-state", "Not allowed in the current state"
+
+
+class Unauthenticated(Problem):
+    status, slug, title = 401, "unauthenticated", "Authentication required"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="eid"'}, **extra)
+
+
+class Forbidden(Problem):
+    status, slug, title = 403, "forbidden", "Not allowed for this caller"
+
+
+class RateLimited(Problem):
+    status, slug, title = 429, "rate-limited", "Too many requests"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("Try again later.", headers={"Retry-After": str(retry_after)})
+
+
+class InvalidInput(Problem):
+    status, slug, title = 422, "validation", "The request has invalid fields"
+
+
+class UnsupportedMediaType(Problem):
+    status, slug, title = 415, "unsupported-media-type", "Send application/json"
+
+
+class PayloadTooLarge(Problem):
+    status, slug, title = 413, "payload-too-large", "The request body is too large"
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
+    fields = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+        # Never echo the input back: it may be a password or an ID number.
+        fields.append({"field": ".".join(loc) or "body", "message": str(err.get("msg", "invalid"))})
+    return fields
+
+
+async def _validation_handler(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return problem_response(400, "malformed-json", "The body is not valid JSON (UTF-8)")
+    return problem_response(422, "validation", "The request has invalid fields", errors=_field_errors(exc))
+
+
+async def _problem_handler(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Problem)
+    return exc.to_response()
+
+
+_HTTP_SLUGS = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large", 415: "unsupported-media-type"}
+
+
+async def _http_handler(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    slug = _HTTP_SLUGS.get(exc.status_code, "http-error")
+    title = str(exc.detail) if isinstance(exc.detail, str) else "HTTP error"
+    return problem_response(exc.status_code, slug, title, headers=getattr(exc, "headers", None))
+
+
+async def _unhandled_handler(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.scope.get("route_path", "?"))
+    return problem_response(500, "internal", "Internal error", "The error was logged; nothing was changed.")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(Problem, _problem_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_handler)
+    app.add_exception_handler(Exception, _unhandled_handler)

@@ -1,0 +1,97 @@
+"""Shared pydantic building blocks: strict bodies and the field types of personal data."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+
+
+class StrictModel(BaseModel):
+    """Request bodies: unknown fields are refused, strings are stripped."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class ResponseModel(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+def clean_text(value: str) -> str:
+    """NFC-normalise and refuse what cannot be stored or displayed safely: lone surrogates,
+    control characters (including NUL), and text that is empty after stripping."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("contains invalid Unicode (lone surrogate)") from None
+    value = unicodedata.normalize("NFC", value)
+    if any(unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn") for ch in value):
+        raise ValueError("contains control or unassigned characters")
+    value = " ".join(value.split())
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def fold_name(name: str) -> str:
+    """The form in which two names are compared: NFC, case-folded, single spaces."""
+    return " ".join(unicodedata.normalize("NFC", name).casefold().split())
+
+
+_VN_MOBILE = re.compile(r"^(?:\+84|0084|84|0)([35789]\d{8})$")
+
+
+def normalise_phone(value: str) -> str:
+    """Vietnamese mobile numbers in E.164 (+84 then 9 digits, prefixes 3/5/7/8/9)."""
+    compact = re.sub(r"[\s.\-()]", "", value)
+    match = _VN_MOBILE.match(compact)
+    if not match:
+        raise ValueError("must be a Vietnamese mobile number, e.g. +84912345678 or 0912345678")
+    return "+84" + match.group(1)
+
+
+def _birth_date(value: dt.date) -> dt.date:
+    if value < dt.date(1900, 1, 1):
+        raise ValueError("must be on or after 1900-01-01")
+    if value > dt.date.today() + dt.timedelta(days=1):
+        raise ValueError("must not be in the future")
+    return value
+
+
+def _id_number(value: str) -> str:
+    if len(value) != 12 or not value.isascii() or not value.isdigit():
+        raise ValueError("must be exactly 12 digits")
+    return value
+
+
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+
+
+def _email(value: str) -> str:
+    if not _EMAIL.match(value):
+        raise ValueError("must be an email address")
+    local, domain = value.rsplit("@", 1)
+    return f"{local}@{domain.lower()}"
+
+
+Text = Annotated[str, StringConstraints(max_length=500), AfterValidator(clean_text)]
+Name = Annotated[str, StringConstraints(max_length=200), AfterValidator(clean_text)]
+Phone = Annotated[str, StringConstraints(max_length=20), AfterValidator(normalise_phone)]
+Email = Annotated[str, StringConstraints(max_length=254), AfterValidator(clean_text), AfterValidator(_email)]
+IdNumber = Annotated[str, StringConstraints(max_length=12, min_length=12), AfterValidator(_id_number)]
+BirthDate = Annotated[dt.date, AfterValidator(_birth_date)]
+Reason = Annotated[str, StringConstraints(max_length=500), AfterValidator(clean_text)]
+
+
+def _encodable(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("contains invalid Unicode (lone surrogate)") from None
+    return value
+
+
+Password = Annotated[str, StringConstraints(min_length=1, max_length=1024), AfterValidator(_encodable)]

@@ -1,0 +1,91 @@
+"""The ASGI application: built by ``create_app`` from one Settings object."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from app.accounts.router import officer as accounts_officer_router
+from app.accounts.router import public as accounts_router
+from app.admin.router import router as admin_router
+from app.core.clock import Clock
+from app.core.config import Settings, get_settings
+from app.core.crypto import Keyring
+from app.core.db import make_engine, make_sessionmaker
+from app.core.deps import AppContext
+from app.core.errors import install_error_handlers, problem_response
+from app.core.http import BodySizeLimit
+from app.core.observability import RequestContext
+from app.core.passwords import PasswordHasher
+from app.core.ratelimit import make_rate_limiter
+from app.core.sms import delivery_loop, make_gateway
+from app.registry.router import router as registry_router
+
+DESCRIPTION = """National electronic-identity service: the population registry, citizen accounts
+(level 1 self-registered, level 2 officer-assisted) and, in later releases, the OpenID Connect
+provider and relying-party APIs. REST errors are RFC 9457 problem details."""
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings)
+        sessionmaker = make_sessionmaker(engine)
+        keyring = Keyring(settings.master_secret())
+        ctx = AppContext(
+            settings=settings,
+            sessionmaker=sessionmaker,
+            keyring=keyring,
+            hasher=PasswordHasher(settings),
+            clock=clock or Clock(),
+            limiter=make_rate_limiter(settings.redis_url, settings.redis_prefix),
+        )
+        app.state.ctx = ctx
+        app.state.sessionmaker = sessionmaker
+        app.state.clock = ctx.clock
+        app.state.engine = engine
+        worker = None
+        gateway = make_gateway(settings)
+        if gateway is not None:
+            worker = asyncio.create_task(delivery_loop(sessionmaker, gateway, keyring, settings, ctx.clock.now))
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
+            await ctx.limiter.close()
+            await engine.dispose()
+
+    app = FastAPI(title="e-ID service", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext)
+
+    @app.get("/healthz", tags=["operations"], summary="The process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz", tags=["operations"], summary="The database answers", responses={503: {"description": "Not ready"}}
+    )
+    async def readyz() -> object:
+        try:
+            async with app.state.engine.connect() as conn:
+                await asyncio.wait_for(conn.execute(text("SELECT 1")), timeout=2.0)
+        except Exception:
+            return problem_response(503, "not-ready", "The database does not answer")
+        return {"status": "ready"}
+
+    app.include_router(registry_router)
+    app.include_router(accounts_router)
+    app.include_router(accounts_officer_router)
+    app.include_router(admin_router)
+    return app

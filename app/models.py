@@ -1,0 +1,22 @@
+"""Every table, imported once so that Alembic and the tests see the whole schema."""
+
+from app.accounts.models import Account, DeclaredDocument, OfficerRegistration, OtpChallenge
+from app.admin.models import StaffMember, StaffSession
+from app.core.audit import AuditEvent
+from app.core.db import Base
+from app.core.sms import SmsMessage
+from app.registry.models import Citizen, GuardianLink
+
+__all__ = [
+    "Account",
+    "AuditEvent",
+    "Base",
+    "Citizen",
+    "DeclaredDocument",
+    "GuardianLink",
+    "OfficerRegistration",
+    "OtpChallenge",
+    "SmsMessage",
+    "StaffMember",
+    "StaffSession",
+]

@@ -1,0 +1,129 @@
+"""The population registry: the authoritative citizen records accounts are checked against."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core import audit
+from app.core.audit import Actor
+from app.core.errors import NotFound, Problem
+from app.registry.idnumber import PROVINCES, RULE_MESSAGES, IdRule, Sex, id_number_violations
+from app.registry.models import Citizen, GuardianLink
+from app.registry.schemas import CitizenIn, CitizenOut, GuardianOut
+
+
+class InvalidIdNumber(Problem):
+    """Shown to officers only: public endpoints never say which rule failed."""
+
+    status, slug, title = 422, "invalid-id-number", "The ID number does not fit the record"
+
+    def __init__(self, rules: list[IdRule]) -> None:
+        super().__init__(
+            " ".join(RULE_MESSAGES[r] for r in rules),
+            rules=[{"rule": r.value, "message": RULE_MESSAGES[r]} for r in rules],
+        )
+
+
+class CitizenNotFound(NotFound):
+    slug, title = "citizen-not-found", "No registry record has this ID number"
+
+
+def check_record(record: CitizenIn) -> None:
+    rules = id_number_violations(record.id_number, sex=record.sex, date_of_birth=record.date_of_birth)
+    if rules:
+        raise InvalidIdNumber(rules)
+    for g in record.guardians:
+        if g.id_number == record.id_number:
+            raise InvalidIdNumber([IdRule.digits]) from None
+
+
+async def upsert_citizen(
+    session: AsyncSession, record: CitizenIn, *, actor: Actor, now: dt.datetime
+) -> tuple[Citizen, bool]:
+    """Create or correct one record; returns (citizen, created)."""
+    check_record(record)
+    citizen = await session.get(Citizen, record.id_number)
+    created = citizen is None
+    if citizen is None:
+        citizen = Citizen(id_number=record.id_number, created_at=now)
+        session.add(citizen)
+    citizen.full_name = record.full_name
+    citizen.date_of_birth = record.date_of_birth
+    citizen.sex = record.sex.value
+    citizen.birth_province = record.id_number[:3]
+    citizen.residence = record.residence
+    citizen.phone = record.phone
+    citizen.updated_at = now
+    await session.flush()
+    await session.execute(delete(GuardianLink).where(GuardianLink.ward_id_number == record.id_number))
+    for g in record.guardians:
+        session.add(GuardianLink(ward_id_number=record.id_number, guardian_id_number=g.id_number, relation=g.relation))
+    audit.record(
+        session,
+        actor=actor,
+        action="registry.create" if created else "registry.update",
+        outcome="ok",
+        now=now,
+        target_id_number=record.id_number,
+    )
+    await session.commit()
+    return citizen, created
+
+
+async def get_citizen(session: AsyncSession, id_number: str) -> Citizen | None:
+    return await session.get(Citizen, id_number)
+
+
+async def guardians_of(session: AsyncSession, id_number: str) -> list[GuardianLink]:
+    return list((await session.scalars(select(GuardianLink).where(GuardianLink.ward_id_number == id_number))).all())
+
+
+async def wards_of(session: AsyncSession, id_number: str) -> list[GuardianLink]:
+    return list((await session.scalars(select(GuardianLink).where(GuardianLink.guardian_id_number == id_number))).all())
+
+
+async def read_citizen(session: AsyncSession, id_number: str, *, actor: Actor, now: dt.datetime) -> CitizenOut:
+    """An officer's read of a full record: audited, since it discloses personal data."""
+    citizen = await get_citizen(session, id_number)
+    audit.record(
+        session,
+        actor=actor,
+        action="registry.read",
+        outcome="ok" if citizen else "not_found",
+        now=now,
+        target_id_number=id_number,
+    )
+    await session.commit()
+    if citizen is None:
+        raise CitizenNotFound()
+    return await describe_citizen(session, citizen)
+
+
+async def describe_citizen(session: AsyncSession, citizen: Citizen) -> CitizenOut:
+    guardians = await guardians_of(session, citizen.id_number)
+    wards = await wards_of(session, citizen.id_number)
+    return CitizenOut(
+        id_number=citizen.id_number,
+        full_name=citizen.full_name,
+        date_of_birth=citizen.date_of_birth,
+        sex=Sex(citizen.sex),
+        birth_province=citizen.birth_province,
+        birth_province_name=PROVINCES.get(citizen.birth_province, ""),
+        residence=citizen.residence,
+        phone=citizen.phone,
+        guardians=[GuardianOut(id_number=g.guardian_id_number, relation=g.relation) for g in guardians],
+        wards=[GuardianOut(id_number=w.ward_id_number, relation=w.relation) for w in wards],
+        created_at=citizen.created_at,
+        updated_at=citizen.updated_at,
+    )
+
+
+def age_on(date_of_birth: dt.date, day: dt.date) -> int:
+    """Completed years on ``day`` (a 29 February birthday counts from 1 March in other years)."""
+    years = day.year - date_of_birth.year
+    if (day.month, day.day) < (date_of_birth.month, date_of_birth.day):
+        years -= 1
+    return years
