@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from app.accounts.router import me as me_router
 from app.accounts.router import officer as accounts_officer_router
 from app.accounts.router import public as accounts_router
 from app.admin.router import router as admin_router
@@ -87,5 +88,6 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(registry_router)
     app.include_router(accounts_router)
     app.include_router(accounts_officer_router)
+    app.include_router(me_router)
     app.include_router(admin_router)
     return app

@@ -1,6 +1,6 @@
 """Every table, imported once so that Alembic and the tests see the whole schema."""
 
-from app.accounts.models import Account, DeclaredDocument, OfficerRegistration, OtpChallenge
+from app.accounts.models import Account, CitizenSession, DeclaredDocument, OfficerRegistration, OtpChallenge
 from app.admin.models import StaffMember, StaffSession
 from app.core.audit import AuditEvent
 from app.core.db import Base
@@ -12,6 +12,7 @@ __all__ = [
     "AuditEvent",
     "Base",
     "Citizen",
+    "CitizenSession",
     "DeclaredDocument",
     "GuardianLink",
     "OfficerRegistration",

@@ -45,6 +45,14 @@ class Harness:
         ctx: AppContext = self.app.state.ctx
         return ctx
 
+    async def relogin(self) -> None:
+        """A fresh admin token (after moving the clock past the staff session's lifetime)."""
+        resp = await self.client.post(
+            "/staff/token", json={"username": "admin.test", "password": "test admin password 1"}
+        )
+        assert resp.status_code == 200, resp.text
+        self.admin_token = resp.json()["access_token"]
+
     def staff(self, token: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {token or self.admin_token}"}
 

@@ -102,6 +102,11 @@ async def submit(
         updated_at=now,
     )
     session.add(reg)
+    try:
+        await session.flush()  # the registration row first: declared documents reference it
+    except IntegrityError:
+        await session.rollback()
+        raise StepOutOfOrder("This citizen already has an open registration; finish or reject it first.") from None
     for doc in {(d.type.value, d.number) for d in body.documents}:
         session.add(
             DeclaredDocument(
@@ -145,9 +150,7 @@ async def _dependent_problems(
             await session.execute(
                 select(Citizen.id_number, Citizen.date_of_birth).where(Citizen.id_number.in_(dependents))
             )
-        )
-        .tuples()
-        .all()
+        ).all()
     )
     problems = []
     for dep in sorted(set(dependents)):

@@ -131,3 +131,19 @@ class DeclaredDocument(Base):
         Index("ix_declared_documents_registration_id", "registration_id"),
         Index("ix_declared_documents_doc_type_number", "doc_type", "number"),
     )
+
+
+class CitizenSession(Base):
+    """A signed-in citizen: the server-side row behind a bearer token (the app) or, later, the
+    login cookie of the OpenID Connect pages. Only the token's keyed hash is stored."""
+
+    __tablename__ = "citizen_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    auth_time: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    amr: Mapped[str] = mapped_column(String(40))
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_citizen_sessions_account_id", "account_id"),)

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Path, Response
 from sqlalchemy import select
 
 from app.accounts import assisted, registration, service
+from app.accounts.auth import CurrentCitizen
 from app.accounts.errors import AccountNotFound
 from app.accounts.models import Account
 from app.accounts.schemas import (
@@ -16,21 +17,27 @@ from app.accounts.schemas import (
     CardApplicationIn,
     ChallengeOut,
     Decision,
+    DependentOut,
     OtpVerify,
     PasswordChange,
     PasswordResetComplete,
     PasswordResetStart,
+    ProfileOut,
     RegistrationDone,
     RegistrationStart,
     Rejection,
+    SessionOut,
+    SignIn,
     StatusChange,
 )
 from app.admin.auth import AccountsAdmin, AccountsOfficer, ApprovingOfficer
 from app.core.db import SessionDep
 from app.core.deps import CtxDep
 from app.core.http import json_body_only
+from app.registry.models import Citizen
 
 public = APIRouter(prefix="/accounts", tags=["accounts"], dependencies=[json_body_only])
+me = APIRouter(prefix="/me", tags=["me"])
 officer = APIRouter(tags=["officer"], dependencies=[json_body_only])
 
 _SENT = "If the details match the population registry, a 6-digit code was sent by SMS. It expires in 5 minutes."
@@ -79,6 +86,38 @@ async def complete_password_reset(
 ) -> Response:
     await registration.complete_password_reset(session, ctx, reset_id, body.code, body.new_password)
     return Response(status_code=204)
+
+
+@public.post("/sessions", status_code=201, response_model=SessionOut, summary="Sign in with ID number and password")
+async def sign_in(body: SignIn, session: SessionDep, ctx: CtxDep) -> SessionOut:
+    token, row = await service.sign_in(session, ctx, id_number=body.id_number, password=body.password)
+    return SessionOut(access_token=token, expires_in=int((row.expires_at - row.auth_time).total_seconds()))
+
+
+@public.delete("/sessions/current", status_code=204, summary="Sign out")
+async def sign_out(citizen: CurrentCitizen, session: SessionDep, ctx: CtxDep) -> Response:
+    await service.sign_out(session, ctx, citizen.token_hash)
+    return Response(status_code=204)
+
+
+@me.get("", response_model=ProfileOut, summary="The signed-in citizen's account and registry record")
+async def my_profile(citizen: CurrentCitizen, session: SessionDep) -> ProfileOut:
+    account = citizen.account
+    record = await session.get(Citizen, account.id_number)
+    assert record is not None  # accounts.id_number references citizens
+    return ProfileOut(
+        account_id=account.id, id_number=account.id_number, level=account.level, status=account.status,
+        phone=account.phone, email=account.email, full_name=record.full_name, date_of_birth=record.date_of_birth,
+        sex=record.sex, residence=record.residence,
+    )  # fmt: skip
+
+
+@me.get("/dependents", response_model=list[DependentOut], summary="Dependents under 14 the citizen acts for")
+async def my_dependents(citizen: CurrentCitizen, session: SessionDep) -> list[DependentOut]:
+    return [
+        DependentOut(account_id=a.id, id_number=a.id_number, full_name=c.full_name, date_of_birth=c.date_of_birth)
+        for a, c in await service.dependents_of(session, citizen.account)
+    ]
 
 
 # --- officers ---------------------------------------------------------------------------------

@@ -178,3 +178,36 @@ class AssistedRegistrationOut(ResponseModel):
     account_id: uuid.UUID | None
     created_at: dt.datetime
     updated_at: dt.datetime
+
+
+class SignIn(StrictModel):
+    id_number: IdNumber
+    password: Password
+
+
+class SessionOut(ResponseModel):
+    access_token: str
+    token_type: str = "Bearer"
+    expires_in: int
+
+
+class ProfileOut(ResponseModel):
+    """The signed-in citizen's own account and registry record (unmasked: it is theirs)."""
+
+    account_id: uuid.UUID
+    id_number: str
+    level: int
+    status: str
+    phone: str | None
+    email: str | None
+    full_name: str
+    date_of_birth: dt.date
+    sex: str
+    residence: str
+
+
+class DependentOut(ResponseModel):
+    account_id: uuid.UUID
+    id_number: str
+    full_name: str
+    date_of_birth: dt.date

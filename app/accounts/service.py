@@ -9,9 +9,10 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.errors import AccountNotFound, AccountStateConflict, LoginFailed, PasswordChangeRequired, WeakPassword
-from app.accounts.models import Account, AccountStatus
+from app.accounts.models import Account, AccountStatus, CitizenSession
 from app.core import audit
 from app.core.audit import ANONYMOUS, Actor
+from app.core.crypto import random_token
 from app.core.deps import AppContext
 from app.core.passwords import password_problems
 from app.registry.models import Citizen
@@ -167,13 +168,11 @@ async def change_status(
     )
     row = result.first()
     if row is None:
-        account = await session.get(Account, account_id)
+        current = await session.scalar(select(Account.status).where(Account.id == account_id))
         await session.rollback()
-        if account is None:
+        if current is None:
             raise AccountNotFound()
-        raise AccountStateConflict(
-            f"Cannot {transition} an account that is {account.status}.", current_status=account.status
-        )
+        raise AccountStateConflict(f"Cannot {transition} an account that is {current}.", current_status=current)
     audit.record(
         session,
         actor=actor,
@@ -185,3 +184,43 @@ async def change_status(
     )
     await session.commit()
     return await get_account(session, account_id)
+
+
+# --- citizen sessions -------------------------------------------------------------------------
+
+
+async def sign_in(
+    session: AsyncSession, ctx: AppContext, *, id_number: str, password: str
+) -> tuple[str, CitizenSession]:
+    account = await authenticate(session, ctx, id_number=id_number, password=password)
+    now = ctx.clock.now()
+    token = random_token()
+    row = CitizenSession(
+        token_hash=ctx.keyring.keyed_hash("citizen-session", token),
+        account_id=account.id,
+        auth_time=now,
+        amr="pwd",
+        expires_at=now + dt.timedelta(minutes=ctx.settings.citizen_session_minutes),
+    )
+    session.add(row)
+    await session.commit()
+    return token, row
+
+
+async def sign_out(session: AsyncSession, ctx: AppContext, token_hash: str) -> None:
+    await session.execute(
+        update(CitizenSession)
+        .where(CitizenSession.token_hash == token_hash, CitizenSession.revoked_at.is_(None))
+        .values(revoked_at=ctx.clock.now())
+    )
+    await session.commit()
+
+
+async def dependents_of(session: AsyncSession, account: Account) -> list[tuple[Account, Citizen]]:
+    rows = await session.execute(
+        select(Account, Citizen)
+        .join(Citizen, Citizen.id_number == Account.id_number)
+        .where(Account.guardian_account_id == account.id)
+        .order_by(Citizen.date_of_birth)
+    )
+    return [(a, c) for a, c in rows.all()]

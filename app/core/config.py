@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     otp_ttl_seconds: Annotated[int, Field(ge=30, le=3600)] = 300
     otp_max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
     staff_session_minutes: Annotated[int, Field(ge=5, le=1440)] = 480
+    citizen_session_minutes: Annotated[int, Field(ge=5, le=43200)] = 60
     registration_rate_per_hour: Annotated[int, Field(ge=1, le=100000)] = 10
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
 
