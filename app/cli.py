@@ -245,3 +245,7 @@ def main() -> None:
         cli()
     except KeyboardInterrupt:  # pragma: no cover
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -85,9 +85,51 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             return problem_response(503, "not-ready", "The database does not answer")
         return {"status": "ready"}
 
+    app.openapi = lambda: _openapi_with_problems(app)  # type: ignore[method-assign]
     app.include_router(registry_router)
     app.include_router(accounts_router)
     app.include_router(accounts_officer_router)
     app.include_router(me_router)
     app.include_router(admin_router)
     return app
+
+
+_PROBLEM_SCHEMA = {
+    "type": "object",
+    "description": "RFC 9457 problem details. `type` is a stable URN (urn:eid:problem:<slug>).",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string", "example": "urn:eid:problem:validation"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "description": "For validation problems: the fields and what is wrong with each.",
+            "items": {"type": "object", "properties": {"field": {"type": "string"}, "message": {"type": "string"}}},
+        },
+    },
+    "additionalProperties": True,
+}
+
+
+def _openapi_with_problems(app: FastAPI) -> dict[str, object]:
+    """FastAPI documents its own 422 body; ours are problem+json, so say so everywhere."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            responses = operation.setdefault("responses", {})
+            if "422" in responses:
+                responses["422"] = {"description": "Invalid input", "content": problem}
+            responses.setdefault("default", {"description": "Problem details", "content": problem})
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    components["Problem"] = _PROBLEM_SCHEMA
+    app.openapi_schema = schema
+    return schema

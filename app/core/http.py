@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Depends, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.errors import PayloadTooLarge, UnsupportedMediaType, problem_response
+from app.core.errors import UnsupportedMediaType, problem_response
 
 
 async def _require_json(request: Request) -> None:
@@ -40,29 +40,35 @@ class BodySizeLimit:
                 if too_big:
                     await self._refuse(scope, receive, send)
                     return
-        received = 0
-        response_started = False
+        if not any(name == b"content-length" for name, _ in scope.get("headers", [])):
+            # A streamed (chunked) body: read it here, up to the limit, then replay it.
+            chunks: list[bytes] = []
+            size = 0
+            more = True
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    break
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_bytes:
+                    await self._refuse(scope, receive, send)
+                    return
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+            body = b"".join(chunks)
+            replayed = False
 
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise PayloadTooLarge()
-            return message
+            async def replay() -> Message:
+                nonlocal replayed
+                if replayed:
+                    return await receive()
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except PayloadTooLarge:
-            if not response_started:
-                await self._refuse(scope, receive, send)
+            await self.app(scope, replay, send)
+            return
+        await self.app(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = problem_response(413, "payload-too-large", "The request body is too large")
