@@ -110,7 +110,9 @@ async def test_app(database: tuple[str, str], tmp_path_factory: pytest.TempPathF
                     session, ctx, username="admin.test", display_name="Test admin",
                     password="test admin password 1", scopes=sorted(STAFF_SCOPES),
                 )  # fmt: skip
-            resp = await client.post("/staff/token", json={"username": "admin.test", "password": "test admin password 1"})
+            resp = await client.post(
+                "/staff/token", json={"username": "admin.test", "password": "test admin password 1"}
+            )
             assert resp.status_code == 200, resp.text
             yield Harness(app=app, client=client, admin_token=resp.json()["access_token"], backend=backend)
 
