@@ -53,8 +53,9 @@ def run_migrations(settings: Settings, revision: str = "head", *, downgrade: boo
     from alembic import command
     from alembic.config import Config
 
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    root = next((d for d in (Path.cwd(), ROOT) if (d / "migrations" / "env.py").exists()), ROOT)
+    cfg = Config(str(root / "alembic.ini"))
+    cfg.set_main_option("script_location", str(root / "migrations"))
     cfg.attributes["url"] = settings.database_url
     cfg.attributes["configure_logging"] = False
     if downgrade:
