@@ -4,6 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LINTED := $(wildcard app tests migrations bench examples)
 export EID_DATABASE_URL ?= sqlite+aiosqlite:///./var/eid.db
 
 .PHONY: setup run migrate seed test lint typecheck pytest openapi bench clean
@@ -26,8 +27,8 @@ run: seed
 	$(BIN)/eid serve --host 127.0.0.1 --port 8000
 
 lint: setup
-	$(BIN)/ruff check app tests migrations bench
-	$(BIN)/ruff format --check app tests migrations bench
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 typecheck: setup
 	$(BIN)/mypy app
