@@ -213,6 +213,91 @@ def create_officer(
     typer.echo(f"officer {username} created with scopes: {' '.join(sorted(scope))}")
 
 
+@cli.command("create-client")
+def create_client(
+    name: Annotated[str, typer.Argument(help="Display name shown on the consent page.")],
+    kind: Annotated[str, typer.Option(help="portal, bank, agency or admin.")] = "portal",
+    redirect_uri: Annotated[
+        list[str] | None, typer.Option("--redirect-uri", help="Exact redirect URI (repeat).")
+    ] = None,
+    post_logout_redirect_uri: Annotated[
+        list[str] | None, typer.Option("--post-logout-redirect-uri", help="Repeat.")
+    ] = None,
+    grant: Annotated[
+        list[str] | None,
+        typer.Option("--grant", help="authorization_code, refresh_token, client_credentials (repeat)."),
+    ] = None,
+    scope: Annotated[list[str] | None, typer.Option("--scope", help="Scope the client may get (repeat).")] = None,
+    auth_method: Annotated[
+        str, typer.Option(help="client_secret_basic, client_secret_post, private_key_jwt or none.")
+    ] = "client_secret_basic",
+    id_token_alg: Annotated[str, typer.Option(help="RS256 or ES256.")] = "RS256",
+    jwks_file: Annotated[
+        Path | None, typer.Option(help="JWK Set file with the client's public keys (private_key_jwt).")
+    ] = None,
+    jwks_uri: Annotated[
+        str | None, typer.Option(help="Where the client publishes its JWK Set (private_key_jwt).")
+    ] = None,
+    backchannel_logout_uri: Annotated[str | None, typer.Option(help="Back-Channel Logout URI.")] = None,
+    client_id: Annotated[str | None, typer.Option(help="Choose the client_id (default: generated).")] = None,
+    introspect_any: Annotated[bool, typer.Option(help="May introspect tokens of other clients.")] = False,
+    approve: Annotated[bool, typer.Option(help="Approve at once (qualified to connect).")] = False,
+) -> None:
+    """Register a relying party; prints its client_id and secret (shown once)."""
+    import json
+
+    from app.core.audit import Actor
+    from app.core.errors import Problem
+    from app.oidc.clients import create_client as register
+
+    grants = grant or ["authorization_code", "refresh_token"]
+    scopes = scope or ["openid", "profile"]
+    jwks = json.loads(jwks_file.read_text()) if jwks_file else None
+
+    async def go(ctx: Any) -> tuple[str, str | None]:
+        async with ctx.sessionmaker() as session:
+            client, secret = await register(
+                session, ctx.keyring, name=name, kind=kind, redirect_uris=redirect_uri or [], grant_types=grants,
+                scopes=scopes, auth_method=auth_method, id_token_alg=id_token_alg,
+                post_logout_redirect_uris=post_logout_redirect_uri or [], jwks=jwks, jwks_uri=jwks_uri,
+                backchannel_logout_uri=backchannel_logout_uri, can_introspect_any=introspect_any, approved=approve,
+                client_id=client_id, actor=Actor("admin", "cli"), now=ctx.clock.now(),
+            )  # fmt: skip
+            return client.client_id, secret
+
+    try:
+        cid, secret = _run(go)
+    except Problem as exc:
+        typer.echo(f"refused: {exc.detail or exc.title}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"client_id: {cid}")
+    if secret:
+        typer.echo(f"client_secret: {secret}   (shown once; only a keyed hash is stored)")
+    if not approve:
+        typer.echo("status: pending (approve it with the admin API before it can connect)")
+
+
+@cli.command("rotate-keys")
+def rotate_keys() -> None:
+    """Add new signing keys (published now, signing after EID_KEY_PUBLISH_LEAD_SECONDS) and
+    schedule the old ones to leave JWKS once no token they signed can still be valid."""
+    import datetime as dt
+
+    from app.oidc.keys import rotate_keys as rotate
+
+    async def go(ctx: Any) -> list[str]:
+        s = ctx.settings
+        async with ctx.sessionmaker() as session:
+            keys = await rotate(
+                session, ctx.keyring.sealer, ctx.clock.now(), lead=dt.timedelta(seconds=s.key_publish_lead_seconds),
+                longest_jwt=dt.timedelta(seconds=max(s.access_token_ttl_seconds, s.id_token_ttl_seconds)),
+            )  # fmt: skip
+            return [f"{k.alg} {k.kid} signs from {k.activates_at.isoformat()}" for k in keys]
+
+    for line in _run(go):
+        typer.echo(line)
+
+
 @cli.command()
 def outbox(
     phone: Annotated[str | None, typer.Option(help="Only messages to this number (E.164).")] = None,

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import httpx
 from fastapi import FastAPI
 from sqlalchemy import text
 
@@ -24,11 +25,20 @@ from app.core.observability import RequestContext
 from app.core.passwords import PasswordHasher
 from app.core.ratelimit import make_rate_limiter
 from app.core.sms import delivery_loop, make_gateway
+from app.oidc.authorize import router as authorize_router
+from app.oidc.clients import ClientCache
+from app.oidc.consents import router as consents_router
+from app.oidc.endpoints import router as oidc_router
+from app.oidc.keys import KeyStore
+from app.oidc.logout import logout_delivery_loop
+from app.oidc.logout import router as logout_router
+from app.oidc.provider import Provider
 from app.registry.router import router as registry_router
 
 DESCRIPTION = """National electronic-identity service: the population registry, citizen accounts
-(level 1 self-registered, level 2 officer-assisted) and, in later releases, the OpenID Connect
-provider and relying-party APIs. REST errors are RFC 9457 problem details."""
+(level 1 self-registered, level 2 officer-assisted) and the OpenID Connect provider for
+public-service portals. REST errors are RFC 9457 problem details; OAuth endpoints answer
+RFC 6749 errors."""
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
@@ -51,17 +61,26 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         app.state.sessionmaker = sessionmaker
         app.state.clock = ctx.clock
         app.state.engine = engine
-        worker = None
+        provider = Provider(
+            ctx=ctx,
+            keys=KeyStore(sessionmaker, keyring.sealer, settings.cache_ttl_seconds),
+            clients=ClientCache(sessionmaker, settings.cache_ttl_seconds),
+            http=httpx.AsyncClient(timeout=5.0, follow_redirects=False),
+        )
+        await provider.keys.ensure(ctx.clock.now())
+        app.state.oidc = provider
+        workers = [asyncio.create_task(logout_delivery_loop(provider))]
         gateway = make_gateway(settings)
         if gateway is not None:
-            worker = asyncio.create_task(delivery_loop(sessionmaker, gateway, keyring, settings, ctx.clock.now))
+            workers.append(asyncio.create_task(delivery_loop(sessionmaker, gateway, keyring, settings, ctx.clock.now)))
         try:
             yield
         finally:
-            if worker is not None:
+            for worker in workers:
                 worker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker
+            await provider.http.aclose()
             await ctx.limiter.close()
             await engine.dispose()
 
@@ -91,6 +110,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(accounts_officer_router)
     app.include_router(me_router)
     app.include_router(admin_router)
+    app.include_router(oidc_router)
+    app.include_router(authorize_router)
+    app.include_router(logout_router)
+    app.include_router(consents_router)
     return app
 
 

@@ -5,19 +5,41 @@ from app.admin.models import StaffMember, StaffSession
 from app.core.audit import AuditEvent
 from app.core.db import Base
 from app.core.sms import SmsMessage
+from app.oidc.models import (
+    AuthorizationCode,
+    AuthorizationRequest,
+    Client,
+    Consent,
+    Grant,
+    LogoutNotification,
+    RefreshToken,
+    RevokedAccessToken,
+    SigningKey,
+    UsedAssertion,
+)
 from app.registry.models import Citizen, GuardianLink
 
 __all__ = [
     "Account",
     "AuditEvent",
+    "AuthorizationCode",
+    "AuthorizationRequest",
     "Base",
     "Citizen",
     "CitizenSession",
+    "Client",
+    "Consent",
     "DeclaredDocument",
+    "Grant",
     "GuardianLink",
+    "LogoutNotification",
     "OfficerRegistration",
     "OtpChallenge",
+    "RefreshToken",
+    "RevokedAccessToken",
+    "SigningKey",
     "SmsMessage",
     "StaffMember",
     "StaffSession",
+    "UsedAssertion",
 ]

@@ -45,6 +45,10 @@ class Harness:
         ctx: AppContext = self.app.state.ctx
         return ctx
 
+    def browser(self) -> httpx.AsyncClient:
+        """A separate client with its own cookie jar (one citizen's browser)."""
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://testserver")
+
     async def relogin(self) -> None:
         """A fresh admin token (after moving the clock past the staff session's lifetime)."""
         resp = await self.client.post(

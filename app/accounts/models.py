@@ -141,6 +141,9 @@ class CitizenSession(Base):
 
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    # Public session ID for ID tokens (`sid`) and back-channel logout; not a credential.
+    sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    acr: Mapped[str | None] = mapped_column(String(40))
     auth_time: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     amr: Mapped[str] = mapped_column(String(40))
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

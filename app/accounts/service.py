@@ -198,6 +198,8 @@ async def sign_in(
     row = CitizenSession(
         token_hash=ctx.keyring.keyed_hash("citizen-session", token),
         account_id=account.id,
+        sid=random_token(16),
+        acr=f"urn:eid:loa:{account.level}",
         auth_time=now,
         amr="pwd",
         expires_at=now + dt.timedelta(minutes=ctx.settings.citizen_session_minutes),

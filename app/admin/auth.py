@@ -5,6 +5,7 @@ Declared once here as dependencies; routes name the scope they need.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,12 +36,17 @@ STAFF_SCOPES = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class StaffPrincipal:
-    staff_id: uuid.UUID
+    """A staff member, or a client holding an access token with staff scopes
+    (``client_credentials`` from this provider, e.g. an administration console)."""
+
+    staff_id: uuid.UUID | None
     username: str
     scopes: frozenset[str]
 
     @property
     def actor(self) -> Actor:
+        if self.staff_id is None:
+            return Actor("client", self.username)
         kind = "admin" if any(s.startswith("admin:") for s in self.scopes) else "officer"
         return Actor(kind, self.username)
 
@@ -56,6 +62,8 @@ def _bearer(request: Request) -> str:
 async def current_staff(request: Request, session: SessionDep, ctx: CtxDep) -> StaffPrincipal:
     token = _bearer(request)
     now = ctx.clock.now()
+    if token.count(".") == 2:
+        return await _client_principal(request, token, now)
     # One round trip: the session row and its staff member together.
     row = (
         await session.execute(
@@ -87,3 +95,25 @@ AccountsOfficer = Annotated[StaffPrincipal, Depends(require_scope(OFFICER_ACCOUN
 ApprovingOfficer = Annotated[StaffPrincipal, Depends(require_scope(OFFICER_APPROVE))]
 AccountsAdmin = Annotated[StaffPrincipal, Depends(require_scope(ADMIN_ACCOUNTS))]
 AuditReader = Annotated[StaffPrincipal, Depends(require_scope(AUDIT_READ))]
+
+
+async def _client_principal(request: Request, token: str, now: dt.datetime) -> StaffPrincipal:
+    from app.oidc.endpoints import token_is_live, verify_access_token
+    from app.oidc.tokens import JwtRejected
+
+    provider = request.app.state.oidc
+    try:
+        claims = await verify_access_token(provider, token, now)
+    except JwtRejected:
+        raise Unauthenticated("The access token is invalid or expired.") from None
+    # Only client tokens (no citizen behind them) carry staff scopes.
+    if (
+        claims.get("gid") is not None
+        or claims["sub"] != claims["client_id"]
+        or not await token_is_live(provider, claims)
+    ):
+        raise Unauthenticated("The access token is not a client token or was revoked.")
+    return StaffPrincipal(None, claims["client_id"], frozenset(claims.get("scope", "").split()) & STAFF_SCOPES)
+
+
+AdminClients = Annotated[StaffPrincipal, Depends(require_scope(ADMIN_CLIENTS))]

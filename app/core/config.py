@@ -63,6 +63,17 @@ class Settings(BaseSettings):
     registration_rate_per_hour: Annotated[int, Field(ge=1, le=100000)] = 10
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
 
+    # OpenID Connect provider.
+    access_token_ttl_seconds: Annotated[int, Field(ge=30, le=86400)] = 600
+    id_token_ttl_seconds: Annotated[int, Field(ge=30, le=86400)] = 600
+    refresh_token_ttl_seconds: Annotated[int, Field(ge=60, le=90 * 86400)] = 86400
+    authorization_code_ttl_seconds: Annotated[int, Field(ge=10, le=600)] = 60
+    authorization_request_ttl_seconds: Annotated[int, Field(ge=60, le=3600)] = 900
+    # A new key is published this long before it signs, so that cached JWKS already hold it.
+    key_publish_lead_seconds: Annotated[int, Field(ge=0, le=7 * 86400)] = 600
+    cache_ttl_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    cookie_secure: bool | None = None  # default: Secure when the issuer is https
+
     @field_validator("database_url")
     @classmethod
     def _known_driver(cls, value: str) -> str:

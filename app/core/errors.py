@@ -95,6 +95,44 @@ class PayloadTooLarge(Problem):
     status, slug, title = 413, "payload-too-large", "The request body is too large"
 
 
+class OAuthError(Exception):
+    """RFC 6749 §5.2 / RFC 6750 §3.1 / OIDC Core §3.1.2.6 errors: ``{"error", "error_description"}``."""
+
+    def __init__(
+        self, error: str, description: str | None = None, *, status: int = 400, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(f"{error}: {description}" if description else error)
+        self.error = error
+        self.description = description
+        self.status = status
+        self.headers = headers or {}
+
+    def to_response(self) -> Response:
+        body: dict[str, str] = {"error": self.error}
+        if self.description:
+            body["error_description"] = self.description
+        headers = {"Cache-Control": "no-store", "Pragma": "no-cache", **self.headers}
+        return Response(orjson.dumps(body), status_code=self.status, media_type="application/json", headers=headers)
+
+
+def invalid_client(description: str = "Client authentication failed.", scheme: str = "Basic") -> OAuthError:
+    # RFC 6749 §5.2: 401 with WWW-Authenticate for the scheme the client tried.
+    return OAuthError("invalid_client", description, status=401, headers={"WWW-Authenticate": f'{scheme} realm="eid"'})
+
+
+def invalid_token(description: str = "The access token is invalid, expired or revoked.") -> OAuthError:
+    # RFC 6750 §3.1.
+    return OAuthError(
+        "invalid_token", description, status=401,
+        headers={"WWW-Authenticate": f'Bearer realm="eid", error="invalid_token", error_description="{description}"'},
+    )  # fmt: skip
+
+
+async def _oauth_handler(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OAuthError)
+    return exc.to_response()
+
+
 def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
     fields = []
     for err in exc.errors():
@@ -135,5 +173,6 @@ async def _unhandled_handler(request: Request, exc: Exception) -> Response:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(Problem, _problem_handler)
+    app.add_exception_handler(OAuthError, _oauth_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_exception_handler(Exception, _unhandled_handler)

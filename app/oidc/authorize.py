@@ -1,0 +1,587 @@
+"""The authorization endpoint (RFC 6749 §4.1, OIDC Core §3.1.2) and the pages of the flow:
+login, forced password change, choosing whom to act for, consent.
+
+Pages are server-rendered (Jinja2), work without JavaScript, in Vietnamese by default and
+English with ``ui_locales=en``. Every form carries the request's CSRF token, and once a
+citizen has signed in the request is bound to their session cookie.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import delete, select
+from starlette.responses import RedirectResponse, Response
+
+from app.accounts import service as accounts
+from app.accounts.errors import LoginFailed, WeakPassword
+from app.accounts.models import Account, AccountStatus, CitizenSession
+from app.core import audit
+from app.core.audit import Actor
+from app.core.crypto import random_token
+from app.oidc import pkce
+from app.oidc.claims import ACR_LEVEL, SCOPE_CLAIMS
+from app.oidc.clients import USER_SCOPES, ClientInfo
+from app.oidc.endpoints import read_form
+from app.oidc.i18n import TEXT, pick_locale
+from app.oidc.models import AuthorizationCode, AuthorizationRequest, Consent, Grant
+from app.oidc.provider import Provider, get_provider
+from app.oidc.sessions import current_login_session, set_session_cookie
+
+router = APIRouter(tags=["openid-connect"], include_in_schema=True)
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' https: http:; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def render(request: Request, name: str, locale: str, status: int = 200, **context: Any) -> Response:
+    return templates.TemplateResponse(
+        request, name, {"t": TEXT[locale], "locale": locale, **context}, status_code=status, headers=PAGE_HEADERS
+    )
+
+
+def error_page(request: Request, locale: str, message: str, status: int = 400) -> Response:
+    return render(
+        request,
+        "message.html",
+        locale,
+        status=status,
+        heading=TEXT[locale]["error_heading"],
+        message=message,
+        is_error=True,
+        form_action=None,
+        hidden={},
+    )
+
+
+def redirect_to_client(redirect_uri: str, provider: Provider, **params: str | None) -> Response:
+    # RFC 9207: the issuer identifies itself in every authorization response.
+    query = urlencode({k: v for k, v in {**params, "iss": provider.issuer}.items() if v is not None})
+    sep = "&" if "?" in redirect_uri else "?"
+    return RedirectResponse(f"{redirect_uri}{sep}{query}", status_code=303, headers={"Cache-Control": "no-store"})
+
+
+class RedirectableError(Exception):
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = description
+
+
+def _validate_request(client: ClientInfo, params: dict[str, str]) -> None:
+    """The checks whose failures go back to the (already verified) redirect URI."""
+    if "request" in params:
+        raise RedirectableError("request_not_supported", "Request objects are not supported.")
+    if "request_uri" in params:
+        raise RedirectableError("request_uri_not_supported", "request_uri is not supported.")
+    if params.get("response_type") != "code":
+        raise RedirectableError("unsupported_response_type", "Only response_type=code is supported.")
+    if "authorization_code" not in client.grant_types:
+        raise RedirectableError("unauthorized_client", "This client may not use the authorization code flow.")
+    if params.get("response_mode", "query") != "query":
+        raise RedirectableError("invalid_request", "Only response_mode=query is supported.")
+    scopes = params.get("scope", "").split()
+    if "openid" not in scopes:
+        raise RedirectableError("invalid_scope", "The openid scope is required.")
+    unknown = set(scopes) - (client.scopes & set(USER_SCOPES))
+    if unknown:
+        raise RedirectableError("invalid_scope", f"Not allowed for this client: {' '.join(sorted(unknown))}.")
+    method = params.get("code_challenge_method")
+    if not params.get("code_challenge") or method != "S256" or not pkce.valid_challenge(params["code_challenge"]):
+        raise RedirectableError("invalid_request", "PKCE with code_challenge_method=S256 is required.")
+    prompts = set(params.get("prompt", "").split())
+    if prompts - {"none", "login", "consent"}:
+        raise RedirectableError("invalid_request", "Unsupported prompt value.")
+    if "none" in prompts and len(prompts) > 1:
+        raise RedirectableError("invalid_request", "prompt=none cannot be combined.")
+    if "max_age" in params and not (params["max_age"].isdigit() and len(params["max_age"]) <= 9):
+        raise RedirectableError("invalid_request", "max_age must be a number of seconds.")
+    for name in ("state", "nonce", "login_hint", "acr_values", "ui_locales"):
+        if len(params.get(name, "")) > 512:
+            raise RedirectableError("invalid_request", f"{name} is too long.")
+
+
+def required_level(params: dict[str, Any]) -> int:
+    asked = params.get("acr_values", "").split()
+    return 2 if ACR_LEVEL[2] in asked else 1
+
+
+@router.get("/authorize", summary="Authorization endpoint (code flow, PKCE S256)", operation_id="authorize_get")
+@router.post("/authorize", summary="Authorization endpoint (code flow, PKCE S256)", operation_id="authorize_post")
+async def authorize(request: Request) -> Response:
+    provider = get_provider(request)
+    params = dict(request.query_params) if request.method == "GET" else await read_form(request)
+    locale = pick_locale(params.get("ui_locales"))
+    client = await provider.clients.get(params.get("client_id", "")[:64]) if params.get("client_id") else None
+    # An unknown client or redirect URI gets an error page, never a redirect (RFC 6749 §4.1.2.1).
+    if client is None or not client.approved:
+        return error_page(
+            request,
+            locale,
+            "Unknown or unapproved client." if locale == "en" else "Dịch vụ không hợp lệ hoặc chưa được phê duyệt.",
+        )
+    redirect_uri = params.get("redirect_uri")
+    if redirect_uri not in client.redirect_uris:
+        return error_page(
+            request,
+            locale,
+            "The redirect URI is not registered for this client."
+            if locale == "en"
+            else "Địa chỉ chuyển hướng chưa được đăng ký.",
+        )
+    assert redirect_uri is not None
+    state = params.get("state")
+    try:
+        _validate_request(client, params)
+    except RedirectableError as exc:
+        return redirect_to_client(
+            redirect_uri, provider, error=exc.error, error_description=exc.description, state=state
+        )
+    now = provider.ctx.clock.now()
+    kept: dict[str, str] = {
+        k: params[k]
+        for k in (
+            "client_id",
+            "redirect_uri",
+            "scope",
+            "state",
+            "nonce",
+            "code_challenge",
+            "prompt",
+            "max_age",
+            "acr_values",
+            "ui_locales",
+            "login_hint",
+        )
+        if k in params
+    }
+    kept["locale"] = locale
+    req = AuthorizationRequest(
+        id=random_token(24),
+        client_id=client.client_id,
+        params=kept,
+        csrf=random_token(24),
+        created_at=now,
+        expires_at=now + dt.timedelta(seconds=provider.ctx.settings.authorization_request_ttl_seconds),
+    )
+    async with provider.ctx.sessionmaker() as session:
+        login = await current_login_session(request, provider, session, now)
+        prompts = set(kept.get("prompt", "").split())
+        fresh_enough = login is not None and (
+            "max_age" not in kept or (now - login.auth_time).total_seconds() <= int(kept["max_age"])
+        )
+        if login is not None and fresh_enough and "login" not in prompts:
+            req.session_hash = login.token_hash
+            session.add(req)
+            await session.commit()
+            return await continue_flow(request, provider, session, req, client, login)
+        if "none" in prompts:
+            return redirect_to_client(
+                redirect_uri,
+                provider,
+                error="login_required",
+                error_description="The citizen is not signed in.",
+                state=state,
+            )
+        session.add(req)
+        await session.commit()
+    return RedirectResponse(f"/login?req={req.id}", status_code=303, headers={"Cache-Control": "no-store"})
+
+
+async def _load_request(
+    provider: Provider, session: Any, req_id: str | None, now: dt.datetime
+) -> AuthorizationRequest | None:
+    if not req_id or len(req_id) > 64:
+        return None
+    req: AuthorizationRequest | None = await session.get(AuthorizationRequest, req_id)
+    if req is None or req.expires_at <= now:
+        return None
+    return req
+
+
+def _csrf_ok(req: AuthorizationRequest, form: dict[str, str]) -> bool:
+    return hmac.compare_digest(req.csrf.encode(), form.get("csrf", "").encode())
+
+
+@router.get("/login", summary="Login page", include_in_schema=False)
+async def login_page(request: Request, req: str = "") -> Response:
+    provider = get_provider(request)
+    async with provider.ctx.sessionmaker() as session:
+        row = await _load_request(provider, session, req, provider.ctx.clock.now())
+        if row is None:
+            return error_page(request, "vi", TEXT["vi"]["expired"])
+        client = await provider.clients.get(row.client_id)
+    locale = row.params["locale"]
+    hint = row.params.get("login_hint", "")
+    return render(
+        request,
+        "login.html",
+        locale,
+        req=row.id,
+        csrf=row.csrf,
+        client_name=client.name if client else "",
+        login_hint=hint if hint.isdigit() and len(hint) == 12 else "",
+        error=None,
+    )
+
+
+@router.post("/login", summary="Login form", include_in_schema=False)
+async def login_submit(request: Request) -> Response:
+    provider = get_provider(request)
+    ctx = provider.ctx
+    form = await read_form(request)
+    now = ctx.clock.now()
+    async with ctx.sessionmaker() as session:
+        req = await _load_request(provider, session, form.get("req"), now)
+        if req is None:
+            return error_page(request, "vi", TEXT["vi"]["expired"])
+        locale = req.params["locale"]
+        client = await provider.clients.get(req.client_id)
+        if client is None or not _csrf_ok(req, form):
+            return error_page(
+                request, locale, "CSRF check failed." if locale == "en" else "Kiểm tra bảo mật thất bại.", status=403
+            )
+        id_number, password = form.get("id_number", "").strip(), form.get("password", "")
+
+        def failed() -> Response:
+            return render(
+                request,
+                "login.html",
+                locale,
+                status=401,
+                req=req.id,
+                csrf=req.csrf,
+                client_name=client.name,
+                login_hint=id_number if id_number.isdigit() and len(id_number) == 12 else "",
+                error=TEXT[locale]["login_failed"],
+            )
+
+        if (
+            not (len(id_number) == 12 and id_number.isascii() and id_number.isdigit())
+            or not password
+            or len(password) > 1024
+        ):
+            await ctx.hasher.verify(password or "x", None)  # same cost as a real attempt
+            return failed()
+        try:
+            account = await accounts.authenticate(
+                session, ctx, id_number=id_number, password=password, allow_must_change=True
+            )
+        except LoginFailed:
+            return failed()
+        token = random_token()
+        login = CitizenSession(
+            token_hash=ctx.keyring.keyed_hash("citizen-session", token), account_id=account.id, sid=random_token(16),
+            acr=ACR_LEVEL[account.level], auth_time=now, amr="pwd",
+            expires_at=now + dt.timedelta(minutes=ctx.settings.citizen_session_minutes),
+        )  # fmt: skip
+        session.add(login)
+        req.session_hash = login.token_hash
+        req.csrf = random_token(24)  # a new CSRF token once signed in
+        await session.commit()
+        response: Response
+        if account.must_change_password:
+            response = RedirectResponse(
+                f"/login/password?req={req.id}", status_code=303, headers={"Cache-Control": "no-store"}
+            )
+        else:
+            response = await continue_flow(request, provider, session, req, client, login)
+    set_session_cookie(response, provider, token, login.expires_at)
+    return response
+
+
+@router.get("/login/password", summary="Forced password change page", include_in_schema=False)
+async def password_page(request: Request, req: str = "") -> Response:
+    provider = get_provider(request)
+    now = provider.ctx.clock.now()
+    async with provider.ctx.sessionmaker() as session:
+        row = await _load_request(provider, session, req, now)
+        login = await current_login_session(request, provider, session, now)
+        if row is None or login is None or row.session_hash != login.token_hash:
+            return error_page(request, "vi", TEXT["vi"]["expired"])
+    return render(
+        request,
+        "password.html",
+        row.params["locale"],
+        req=row.id,
+        csrf=row.csrf,
+        min_length=provider.ctx.settings.password_min_length,
+        error=None,
+    )
+
+
+@router.post("/login/password", summary="Forced password change form", include_in_schema=False)
+async def password_submit(request: Request) -> Response:
+    provider = get_provider(request)
+    ctx = provider.ctx
+    form = await read_form(request)
+    now = ctx.clock.now()
+    async with ctx.sessionmaker() as session:
+        req = await _load_request(provider, session, form.get("req"), now)
+        login = await current_login_session(request, provider, session, now)
+        if req is None or login is None or req.session_hash != login.token_hash:
+            return error_page(request, "vi", TEXT["vi"]["expired"])
+        locale = req.params["locale"]
+        if not _csrf_ok(req, form):
+            return error_page(
+                request, locale, "CSRF check failed." if locale == "en" else "Kiểm tra bảo mật thất bại.", status=403
+            )
+        account = await session.get(Account, login.account_id)
+        assert account is not None
+        try:
+            await accounts.change_password(
+                session,
+                ctx,
+                id_number=account.id_number,
+                current=form.get("current_password", ""),
+                new=form.get("new_password", ""),
+            )
+        except (WeakPassword, LoginFailed) as exc:
+            message = exc.detail if isinstance(exc, WeakPassword) and exc.detail else TEXT[locale]["login_failed"]
+            return render(
+                request,
+                "password.html",
+                locale,
+                status=400,
+                req=req.id,
+                csrf=req.csrf,
+                min_length=ctx.settings.password_min_length,
+                error=message,
+            )
+        client = await provider.clients.get(req.client_id)
+        assert client is not None
+        login = await session.get(CitizenSession, login.token_hash, populate_existing=True)
+        assert login is not None
+        return await continue_flow(request, provider, session, req, client, login)
+
+
+async def _dependents(session: Any, account: Account) -> list[dict[str, Any]]:
+    rows = await accounts.dependents_of(session, account)
+    return [
+        {"account_id": str(a.id), "full_name": c.full_name, "date_of_birth": c.date_of_birth.isoformat()}
+        for a, c in rows
+        if a.status == AccountStatus.active
+    ]
+
+
+async def continue_flow(
+    request: Request,
+    provider: Provider,
+    session: Any,
+    req: AuthorizationRequest,
+    client: ClientInfo,
+    login: CitizenSession,
+) -> Response:
+    """After sign-in: checks, then subject choice, then consent, then the code."""
+    params = req.params
+    locale = params["locale"]
+    redirect_uri, state = params["redirect_uri"], params.get("state")
+    prompts = set(params.get("prompt", "").split())
+    account = await session.get(Account, login.account_id, populate_existing=True)
+    if account is None or account.status != AccountStatus.active:
+        return redirect_to_client(
+            redirect_uri, provider, error="access_denied", error_description="The account cannot sign in.", state=state
+        )
+    if account.must_change_password:
+        if "none" in prompts:
+            return redirect_to_client(
+                redirect_uri,
+                provider,
+                error="interaction_required",
+                error_description="The citizen must change their password.",
+                state=state,
+            )
+        return RedirectResponse(f"/login/password?req={req.id}", status_code=303, headers={"Cache-Control": "no-store"})
+    # Never a token with a lower acr than asked for (acr_values treated as essential).
+    if account.level < required_level(params):
+        await _finish_request(session, req)
+        return redirect_to_client(
+            redirect_uri, provider, error="unmet_authentication_requirements",
+            error_description="This service needs a level-2 e-ID account: register in person at a police office.", state=state,
+        )  # fmt: skip
+    dependents = await _dependents(session, account)
+    if dependents and req.subject_account_id is None and "none" not in prompts:
+        return render(request, "subject.html", locale, req=req.id, csrf=req.csrf, dependents=dependents)
+    subject_id = req.subject_account_id or account.id
+    scope = " ".join(sorted(set(params["scope"].split())))
+    consent = await session.scalar(
+        select(Consent).where(
+            Consent.account_id == subject_id,
+            Consent.client_id == client.client_id,
+            Consent.scope == scope,
+            Consent.revoked_at.is_(None),
+        )
+    )
+    if consent is None or "consent" in prompts:
+        if "none" in prompts:
+            return redirect_to_client(
+                redirect_uri,
+                provider,
+                error="consent_required",
+                error_description="The citizen has not consented.",
+                state=state,
+            )
+        who = TEXT[locale]["you"]
+        if subject_id != account.id:
+            who = next((d["full_name"] for d in dependents if d["account_id"] == str(subject_id)), who)
+        scopes = [s for s in USER_SCOPES if s in scope.split()]
+        return render(
+            request,
+            "consent.html",
+            locale,
+            req=req.id,
+            csrf=req.csrf,
+            client_name=client.name,
+            who=who,
+            scopes=scopes,
+            claims={s: [c for c in SCOPE_CLAIMS.get(s, ()) if c != "sub"] for s in scopes},
+        )
+    return await issue_code(provider, session, req, client, login, account, subject_id)
+
+
+async def _finish_request(session: Any, req: AuthorizationRequest) -> None:
+    await session.execute(delete(AuthorizationRequest).where(AuthorizationRequest.id == req.id))
+    await session.commit()
+
+
+async def issue_code(
+    provider: Provider,
+    session: Any,
+    req: AuthorizationRequest,
+    client: ClientInfo,
+    login: CitizenSession,
+    account: Account,
+    subject_id: uuid.UUID,
+) -> Response:
+    now = provider.ctx.clock.now()
+    params = req.params
+    grant = Grant(
+        id=uuid.uuid4(), client_id=client.client_id, account_id=subject_id, actor_account_id=account.id if subject_id != account.id else None,
+        scope=" ".join(sorted(set(params["scope"].split()))), acr=ACR_LEVEL[account.level], amr=login.amr, auth_time=login.auth_time,
+        sid=login.sid, created_at=now,
+    )  # fmt: skip
+    session.add(grant)
+    await session.flush()
+    code = random_token()
+    session.add(
+        AuthorizationCode(
+            code_hash=provider.ctx.keyring.keyed_hash("auth-code", code), grant_id=grant.id, client_id=client.client_id,
+            redirect_uri=params["redirect_uri"], code_challenge=params["code_challenge"], nonce=params.get("nonce"),
+            expires_at=now + dt.timedelta(seconds=provider.ctx.settings.authorization_code_ttl_seconds),
+        )
+    )  # fmt: skip
+    subject = await session.get(Account, subject_id)
+    audit.record(
+        session, actor=Actor("citizen", str(account.id)), action="oidc.authorize", outcome="ok", now=now,
+        target_id_number=subject.id_number if subject else None,
+        detail={"client": client.client_id, "scope": grant.scope, "acting_for": str(subject_id) if grant.actor_account_id else None},
+    )  # fmt: skip
+    await session.execute(delete(AuthorizationRequest).where(AuthorizationRequest.id == req.id))
+    await session.commit()
+    return redirect_to_client(params["redirect_uri"], provider, code=code, state=params.get("state"))
+
+
+async def _bound_request(
+    request: Request, provider: Provider, session: Any, form: dict[str, str]
+) -> tuple[AuthorizationRequest, ClientInfo, CitizenSession] | Response:
+    now = provider.ctx.clock.now()
+    req = await _load_request(provider, session, form.get("req"), now)
+    login = await current_login_session(request, provider, session, now)
+    if req is None or login is None or req.session_hash != login.token_hash:
+        return error_page(request, "vi", TEXT["vi"]["expired"])
+    if not _csrf_ok(req, form):
+        locale = req.params["locale"]
+        return error_page(
+            request, locale, "CSRF check failed." if locale == "en" else "Kiểm tra bảo mật thất bại.", status=403
+        )
+    client = await provider.clients.get(req.client_id)
+    if client is None or not client.approved:
+        return error_page(request, req.params["locale"], "Unknown or unapproved client.")
+    return req, client, login
+
+
+@router.post("/authorize/subject", summary="Choose whom to act for", include_in_schema=False)
+async def subject_submit(request: Request) -> Response:
+    provider = get_provider(request)
+    form = await read_form(request)
+    async with provider.ctx.sessionmaker() as session:
+        bound = await _bound_request(request, provider, session, form)
+        if isinstance(bound, Response):
+            return bound
+        req, client, login = bound
+        account = await session.get(Account, login.account_id)
+        assert account is not None
+        choice = form.get("subject", "self")
+        if choice == "self":
+            req.subject_account_id = account.id
+        else:
+            allowed = {d["account_id"] for d in await _dependents(session, account)}
+            if choice not in allowed:
+                return error_page(
+                    request,
+                    req.params["locale"],
+                    "Not one of your dependents."
+                    if req.params["locale"] == "en"
+                    else "Không phải người phụ thuộc của bạn.",
+                    status=403,
+                )
+            req.subject_account_id = uuid.UUID(choice)
+        await session.commit()
+        return await continue_flow(request, provider, session, req, client, login)
+
+
+@router.post("/consent", summary="Consent form", include_in_schema=False)
+async def consent_submit(request: Request) -> Response:
+    provider = get_provider(request)
+    form = await read_form(request)
+    now = provider.ctx.clock.now()
+    async with provider.ctx.sessionmaker() as session:
+        bound = await _bound_request(request, provider, session, form)
+        if isinstance(bound, Response):
+            return bound
+        req, client, login = bound
+        account = await session.get(Account, login.account_id)
+        assert account is not None
+        subject_id = req.subject_account_id or account.id
+        if form.get("decision") != "allow":
+            audit.record(
+                session,
+                actor=Actor("citizen", str(account.id)),
+                action="oidc.consent",
+                outcome="denied",
+                now=now,
+                detail={"client": client.client_id},
+            )
+            params = req.params
+            await _finish_request(session, req)
+            return redirect_to_client(
+                params["redirect_uri"],
+                provider,
+                error="access_denied",
+                error_description="The citizen denied the request.",
+                state=params.get("state"),
+            )
+        scope = " ".join(sorted(set(req.params["scope"].split())))
+        session.add(Consent(account_id=subject_id, client_id=client.client_id, scope=scope, granted_at=now))
+        audit.record(
+            session,
+            actor=Actor("citizen", str(account.id)),
+            action="oidc.consent",
+            outcome="ok",
+            now=now,
+            detail={"client": client.client_id, "scope": scope},
+        )
+        await session.flush()
+        return await issue_code(provider, session, req, client, login, account, subject_id)

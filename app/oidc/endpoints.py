@@ -1,0 +1,360 @@
+"""The hot protocol endpoints: token (RFC 6749 §3.2), introspection (RFC 7662), revocation
+(RFC 7009), userinfo (OIDC Core §5.3), discovery (OIDC Discovery, RFC 8414) and JWKS.
+
+They take the raw ``Request``, parse the form body themselves and answer prebuilt JSON:
+FastAPI's per-parameter machinery costs more than ES256 signing (REFERENCE.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from fastapi import APIRouter, Request
+from sqlalchemy import Uuid, bindparam, select, text
+from starlette.responses import Response
+
+from app.accounts.models import Account, AccountStatus
+from app.core import audit
+from app.core.audit import Actor
+from app.core.errors import OAuthError, invalid_token
+from app.oidc import grants
+from app.oidc.claims import ACR_LEVEL, SCOPE_CLAIMS, SUPPORTED_CLAIMS, registry_claims
+from app.oidc.client_auth import authenticate_client
+from app.oidc.clients import SERVICE_SCOPES, USER_SCOPES
+from app.oidc.models import Grant, RefreshToken, RevokedAccessToken
+from app.oidc.provider import Provider, get_provider
+from app.oidc.tokens import JwtRejected, verify_jwt
+from app.registry.models import Citizen
+
+router = APIRouter(tags=["openid-connect"])
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/x-www-form-urlencoded":
+        raise OAuthError("invalid_request", "Send application/x-www-form-urlencoded.")
+    body = await request.body()
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body), max_num_fields=50)
+    except (UnicodeDecodeError, ValueError):
+        raise OAuthError("invalid_request", "Malformed form body.") from None
+    form: dict[str, str] = {}
+    for key, value in pairs:
+        if key in form:  # RFC 6749 §3.1/§3.2: parameters must not be repeated
+            raise OAuthError("invalid_request", f"Parameter {key} is repeated.")
+        if "\x00" in value or len(value) > 8192:
+            raise OAuthError("invalid_request", f"Parameter {key} is invalid.")
+        form[key] = value
+    return form
+
+
+@router.post("/token", summary="Token endpoint (authorization_code, refresh_token, client_credentials)")
+async def token(request: Request) -> Response:
+    provider = get_provider(request)
+    now = provider.ctx.clock.now()
+    form = await read_form(request)
+    client = await authenticate_client(provider, form, request.headers.get("authorization"), now=now)
+    grant_type = form.get("grant_type")
+    if not grant_type:
+        raise OAuthError("invalid_request", "grant_type is required.")
+    if grant_type not in ("authorization_code", "refresh_token", "client_credentials"):
+        raise OAuthError("unsupported_grant_type", f"{grant_type} is not supported.")
+    if grant_type not in client.grant_types:
+        raise OAuthError("unauthorized_client", f"This client may not use {grant_type}.")
+    if grant_type == "client_credentials":
+        body = await grants.client_credentials_grant(provider, client, form, now)
+    else:
+        async with provider.ctx.sessionmaker() as session:
+            if grant_type == "authorization_code":
+                body = await grants.authorization_code_grant(provider, session, client, form, now)
+            else:
+                body = await grants.refresh_token_grant(provider, session, client, form, now)
+    return json_response(body, headers=NO_STORE)
+
+
+async def verify_access_token(provider: Provider, token: str, now: dt.datetime) -> dict[str, Any]:
+    async def key_for(kid: str | None, alg: str) -> Any | None:
+        key = await provider.keys.verification_key(kid, now) if kid else None
+        return key.verifier if key is not None and key.alg == alg else None
+
+    return await verify_jwt(
+        token,
+        key_for,
+        now=now,
+        issuer=provider.issuer,
+        audience=provider.issuer,
+        typ="at+jwt",
+        require=("exp", "iat", "jti", "client_id", "sub"),
+    )
+
+
+# One round trip: is the token revoked, and is its grant (if any) still good?
+_LIVE_CHECK = text(
+    "SELECT (SELECT count(*) FROM oauth_revoked_tokens WHERE jti = :jti) AS revoked,"
+    " (SELECT count(*) FROM oauth_grants g JOIN accounts a ON a.id = g.account_id"
+    "  WHERE g.id = :gid AND g.revoked_at IS NULL AND a.status = 'active') AS grant_ok"
+).bindparams(bindparam("gid", type_=Uuid()))
+
+
+async def token_is_live(provider: Provider, claims: dict[str, Any]) -> bool:
+    gid = claims.get("gid")
+    grant_id = None
+    if gid is not None:
+        try:
+            grant_id = uuid.UUID(str(gid))
+        except ValueError:
+            return False
+    async with provider.ctx.sessionmaker() as session:
+        row = (await session.execute(_LIVE_CHECK, {"jti": claims["jti"], "gid": grant_id})).one()
+    return row.revoked == 0 and (grant_id is None or row.grant_ok == 1)
+
+
+@router.post("/introspect", summary="Token introspection (RFC 7662)")
+async def introspect(request: Request) -> Response:
+    provider = get_provider(request)
+    now = provider.ctx.clock.now()
+    form = await read_form(request)
+    client = await authenticate_client(provider, form, request.headers.get("authorization"), now=now)
+    token_value = form.get("token")
+    if not token_value:
+        raise OAuthError("invalid_request", "token is required.")
+    inactive = json_response({"active": False}, headers=NO_STORE)
+    if token_value.count(".") == 2:
+        try:
+            claims = await verify_access_token(provider, token_value, now)
+        except JwtRejected:
+            return inactive
+        # Tokens of other clients only for clients allowed to introspect any (resource servers).
+        if claims["client_id"] != client.client_id and not client.can_introspect_any:
+            return inactive
+        if not await token_is_live(provider, claims):
+            return inactive
+        body: dict[str, Any] = {
+            "active": True,
+            "token_type": "Bearer",
+            **{k: claims[k] for k in ("scope", "client_id", "sub", "exp", "iat", "iss", "aud", "jti") if k in claims},
+        }
+        for k in ("acr", "auth_time", "act"):
+            if k in claims:
+                body[k] = claims[k]
+        return json_response(body, headers=NO_STORE)
+    async with provider.ctx.sessionmaker() as session:
+        row = (await session.execute(
+            select(RefreshToken, Grant.revoked_at).join(Grant, Grant.id == RefreshToken.grant_id)
+            .where(RefreshToken.token_hash == provider.ctx.keyring.keyed_hash("refresh-token", token_value))
+        )).first()  # fmt: skip
+    if (
+        row is None
+        or row.revoked_at is not None
+        or row.RefreshToken.used_at is not None
+        or row.RefreshToken.expires_at <= now
+    ):
+        return inactive
+    rt: RefreshToken = row.RefreshToken
+    if rt.client_id != client.client_id and not client.can_introspect_any:
+        return inactive
+    return json_response(
+        {
+            "active": True,
+            "token_type": "refresh_token",
+            "client_id": rt.client_id,
+            "scope": rt.scope,
+            "exp": int(rt.expires_at.timestamp()),
+        },
+        headers=NO_STORE,
+    )
+
+
+@router.post("/revoke", summary="Token revocation (RFC 7009)")
+async def revoke(request: Request) -> Response:
+    provider = get_provider(request)
+    now = provider.ctx.clock.now()
+    form = await read_form(request)
+    client = await authenticate_client(provider, form, request.headers.get("authorization"), now=now)
+    token_value = form.get("token")
+    if not token_value:
+        raise OAuthError("invalid_request", "token is required.")
+    ok = Response(status_code=200, headers=NO_STORE)
+    async with provider.ctx.sessionmaker() as session:
+        if token_value.count(".") == 2:
+            try:
+                claims = await verify_access_token(provider, token_value, now)
+            except JwtRejected:
+                return ok  # RFC 7009 §2.2: invalid tokens do not cause an error
+            if claims["client_id"] != client.client_id:
+                return ok
+            if await session.get(RevokedAccessToken, claims["jti"]) is None:
+                session.add(
+                    RevokedAccessToken(jti=claims["jti"], expires_at=dt.datetime.fromtimestamp(claims["exp"], dt.UTC))
+                )
+                audit.record(
+                    session,
+                    actor=Actor("client", client.client_id),
+                    action="oauth.token.revoke",
+                    outcome="ok",
+                    now=now,
+                    target=claims["jti"],
+                )
+                await session.commit()
+            return ok
+        rt = await session.get(RefreshToken, provider.ctx.keyring.keyed_hash("refresh-token", token_value))
+        if rt is not None and rt.client_id == client.client_id:
+            # Revoking a refresh token ends its grant, and with it the access tokens (RFC 7009 §2.1).
+            await grants.revoke_grant(
+                session, rt.grant_id, "client_revocation", now, actor=Actor("client", client.client_id)
+            )
+            await session.commit()
+    return ok
+
+
+def _bearer(request: Request, form: dict[str, str] | None) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    from_form = form.get("access_token") if form else None
+    if scheme.lower() == "bearer" and value.strip():
+        if from_form:
+            raise OAuthError("invalid_request", "Send the token once.")
+        return value.strip()
+    if from_form:  # RFC 6750 §2.2
+        return from_form
+    raise OAuthError(
+        "invalid_token", "An access token is required.", status=401, headers={"WWW-Authenticate": 'Bearer realm="eid"'}
+    )
+
+
+@router.get("/userinfo", summary="UserInfo (OIDC Core §5.3)", operation_id="userinfo_get")
+@router.post("/userinfo", summary="UserInfo (OIDC Core §5.3)", operation_id="userinfo_post")
+async def userinfo(request: Request) -> Response:
+    provider = get_provider(request)
+    now = provider.ctx.clock.now()
+    form = await read_form(request) if request.method == "POST" and request.headers.get("content-type") else None
+    token_value = _bearer(request, form)
+    try:
+        claims = await verify_access_token(provider, token_value, now)
+    except JwtRejected:
+        raise invalid_token() from None
+    gid = claims.get("gid")
+    if gid is None or "openid" not in claims.get("scope", "").split():
+        raise OAuthError(
+            "insufficient_scope",
+            "The token does not carry the openid scope.",
+            status=403,
+            headers={"WWW-Authenticate": 'Bearer realm="eid", error="insufficient_scope", scope="openid"'},
+        )
+    client = await provider.clients.get(claims["client_id"])
+    async with provider.ctx.sessionmaker() as session:
+        row = (await session.execute(
+            select(Grant, Account, Citizen).join(Account, Account.id == Grant.account_id).join(Citizen, Citizen.id_number == Account.id_number)
+            .where(Grant.id == uuid.UUID(str(gid)))
+        )).first()  # fmt: skip
+        revoked = await session.get(RevokedAccessToken, claims["jti"])
+        if (
+            row is None
+            or client is None
+            or revoked is not None
+            or row.Grant.revoked_at is not None
+            or row.Account.status != AccountStatus.active
+        ):
+            raise invalid_token()
+        account, citizen = row.Account, row.Citizen
+        scopes = set(claims["scope"].split())
+        body = {"sub": claims["sub"]}
+        body |= registry_claims(
+            scopes, full_name=citizen.full_name, date_of_birth=citizen.date_of_birth, sex=citizen.sex, residence=citizen.residence,
+            updated_at=citizen.updated_at, phone=account.phone, email=account.email, id_number=citizen.id_number,
+            national_id_allowed="national_id" in client.scopes,
+        )  # fmt: skip
+        if "act" in claims:
+            body["act"] = claims["act"]
+        audit.record(
+            session,
+            actor=Actor("client", client.client_id),
+            action="oidc.userinfo",
+            outcome="ok",
+            now=now,
+            target_id_number=citizen.id_number,
+            detail={"claims": sorted(k for k in body if k != "sub")},
+        )
+        await session.commit()
+    return json_response(body, headers=NO_STORE)
+
+
+def discovery_document(provider: Provider) -> dict[str, Any]:
+    iss = provider.issuer
+    return {
+        "issuer": iss,
+        "authorization_endpoint": f"{iss}/authorize",
+        "token_endpoint": f"{iss}/token",
+        "userinfo_endpoint": f"{iss}/userinfo",
+        "jwks_uri": f"{iss}/jwks",
+        "introspection_endpoint": f"{iss}/introspect",
+        "revocation_endpoint": f"{iss}/revoke",
+        "end_session_endpoint": f"{iss}/logout",
+        "scopes_supported": list(USER_SCOPES) + list(SERVICE_SCOPES),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+        "userinfo_signing_alg_values_supported": [],
+        "token_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt",
+            "none",
+        ],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256"],
+        "introspection_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt",
+        ],
+        "revocation_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt",
+            "none",
+        ],
+        "code_challenge_methods_supported": ["S256"],
+        "claims_supported": SUPPORTED_CLAIMS,
+        "claims_parameter_supported": False,
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+        "acr_values_supported": list(ACR_LEVEL.values()),
+        "prompt_values_supported": ["none", "login", "consent"],
+        "ui_locales_supported": ["vi", "en"],
+        "claim_types_supported": ["normal"],
+        "authorization_response_iss_parameter_supported": True,
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
+        "frontchannel_logout_supported": False,
+        "scope_claims": {k: list(v) for k, v in SCOPE_CLAIMS.items()},
+    }
+
+
+@router.get("/.well-known/openid-configuration", summary="OpenID Provider metadata")
+async def openid_configuration(request: Request) -> Response:
+    return json_response(discovery_document(get_provider(request)), headers={"Cache-Control": "public, max-age=300"})
+
+
+@router.get("/.well-known/oauth-authorization-server", summary="OAuth 2.0 authorization server metadata (RFC 8414)")
+async def oauth_metadata(request: Request) -> Response:
+    return json_response(discovery_document(get_provider(request)), headers={"Cache-Control": "public, max-age=300"})
+
+
+@router.get("/jwks", summary="Public signing keys (JWK Set)")
+async def jwks(request: Request) -> Response:
+    provider = get_provider(request)
+    return json_response(
+        await provider.keys.jwks(provider.ctx.clock.now()), headers={"Cache-Control": "public, max-age=300"}
+    )

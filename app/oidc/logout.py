@@ -1,0 +1,202 @@
+"""RP-Initiated Logout 1.0 (``/logout`` with ``id_token_hint`` and a registered
+``post_logout_redirect_uri``) and Back-Channel Logout 1.0 (logout tokens queued in an outbox
+and posted by a worker to every client of the session that registered a URI)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+from fastapi import APIRouter, Request
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.responses import RedirectResponse, Response
+
+from app.accounts.models import CitizenSession
+from app.core import audit
+from app.core.audit import Actor
+from app.oidc.authorize import error_page, render
+from app.oidc.claims import pairwise_sub
+from app.oidc.endpoints import read_form
+from app.oidc.i18n import TEXT, pick_locale
+from app.oidc.models import Grant, LogoutNotification
+from app.oidc.provider import Provider, get_provider
+from app.oidc.sessions import clear_session_cookie, current_login_session
+from app.oidc.tokens import JwtRejected, epoch, new_jti, verify_jwt
+
+log = logging.getLogger("eid.logout")
+router = APIRouter(tags=["openid-connect"])
+BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+
+
+async def _hint_claims(provider: Provider, hint: str, now: dt.datetime) -> dict[str, Any] | None:
+    async def key_for(kid: str | None, alg: str) -> Any | None:
+        key = await provider.keys.verification_key(kid, now) if kid else None
+        return key.verifier if key is not None and key.alg == alg else None
+
+    try:
+        # An expired ID token is still a good hint (RP-Initiated Logout §2); the signature is not optional.
+        return await verify_jwt(
+            hint,
+            key_for,
+            now=now,
+            issuer=provider.issuer,
+            audience=None,
+            require=("aud", "sub"),
+            leeway=10 * 365 * 86400,
+        )
+    except JwtRejected:
+        return None
+
+
+@router.get("/logout", summary="RP-Initiated Logout", operation_id="logout_get")
+@router.post("/logout", summary="RP-Initiated Logout", operation_id="logout_post")
+async def logout(request: Request) -> Response:
+    provider = get_provider(request)
+    now = provider.ctx.clock.now()
+    params = dict(request.query_params) if request.method == "GET" else await read_form(request)
+    locale = pick_locale(params.get("ui_locales"))
+    t = TEXT[locale]
+    hint = params.get("id_token_hint")
+    claims = await _hint_claims(provider, hint, now) if hint else None
+    if hint and claims is None:
+        return error_page(
+            request, locale, "The id_token_hint is not valid." if locale == "en" else "id_token_hint không hợp lệ."
+        )
+    client_id = params.get("client_id") or (claims["aud"] if claims and isinstance(claims["aud"], str) else None)
+    if claims and params.get("client_id") and claims["aud"] != params["client_id"]:
+        return error_page(request, locale, "client_id does not match the id_token_hint.")
+    target = params.get("post_logout_redirect_uri")
+    if target:
+        client = await provider.clients.get(client_id) if client_id else None
+        if client is None or target not in client.post_logout_redirect_uris:
+            return error_page(request, locale, "post_logout_redirect_uri is not registered for this client.")
+    async with provider.ctx.sessionmaker() as session:
+        login = await current_login_session(request, provider, session, now)
+        # Without a hint naming this session, ask the citizen first (CSRF-safe POST).
+        hinted_here = claims is not None and login is not None and claims.get("sid") == login.sid
+        if login is not None and not hinted_here and params.get("confirm") != "yes":
+            hidden = {
+                k: v
+                for k, v in params.items()
+                if k in ("post_logout_redirect_uri", "state", "client_id", "ui_locales", "id_token_hint")
+            }
+            hidden["confirm"] = "yes"
+            if request.method == "GET" or claims is None:
+                return render(
+                    request,
+                    "message.html",
+                    locale,
+                    heading=t["logout_heading"],
+                    message=t["logout_confirm"],
+                    is_error=False,
+                    form_action="/logout",
+                    hidden=hidden,
+                    button=t["logout"],
+                )
+        if login is not None and (request.method == "POST" or hinted_here):
+            await end_session(provider, session, login, now)
+    response: Response
+    if target:
+        sep = "&" if "?" in target else "?"
+        query = urlencode({"state": params["state"]}) if params.get("state") else ""
+        response = RedirectResponse(f"{target}{sep}{query}" if query else target, status_code=303)
+    else:
+        response = render(
+            request,
+            "message.html",
+            locale,
+            heading=t["logout_heading"],
+            message=t["logged_out"],
+            is_error=False,
+            form_action=None,
+            hidden={},
+        )
+    clear_session_cookie(response, provider)
+    return response
+
+
+async def end_session(provider: Provider, session: AsyncSession, login: CitizenSession, now: dt.datetime) -> None:
+    """End the login session, revoke its grants (but not offline_access ones) and queue
+    back-channel logout tokens for its clients."""
+    await session.execute(
+        update(CitizenSession).where(CitizenSession.token_hash == login.token_hash).values(revoked_at=now)
+    )
+    grants = (await session.scalars(select(Grant).where(Grant.sid == login.sid, Grant.revoked_at.is_(None)))).all()
+    notified: set[str] = set()
+    for grant in grants:
+        if "offline_access" not in grant.scope.split():
+            grant.revoked_at, grant.revoked_reason = now, "logout"
+        if grant.client_id in notified:
+            continue
+        client = await provider.clients.get(grant.client_id)
+        if client is None or not client.backchannel_logout_uri:
+            continue
+        notified.add(grant.client_id)
+        claims = {
+            "iss": provider.issuer, "aud": client.client_id, "iat": epoch(now), "exp": epoch(now) + 120, "jti": new_jti(),
+            "sub": pairwise_sub(provider.ctx.keyring, client.sector_identifier, str(grant.account_id)), "sid": login.sid,
+            "events": {BACKCHANNEL_EVENT: {}},
+        }  # fmt: skip
+        token = await provider.keys.sign(claims, client.id_token_alg, now, typ="logout+jwt")
+        session.add(
+            LogoutNotification(
+                client_id=client.client_id,
+                uri=client.backchannel_logout_uri,
+                logout_token=token,
+                status="queued",
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+    audit.record(
+        session,
+        actor=Actor("citizen", str(login.account_id)),
+        action="oidc.logout",
+        outcome="ok",
+        now=now,
+        detail={"grants": len(grants), "notified": sorted(notified)},
+    )
+    await session.commit()
+
+
+async def deliver_logout_notifications(
+    sessionmaker: async_sessionmaker[AsyncSession], http: httpx.AsyncClient, *, now: dt.datetime, max_attempts: int = 5
+) -> int:
+    sent = 0
+    async with sessionmaker() as session, session.begin():
+        rows = (await session.scalars(
+            select(LogoutNotification).where(LogoutNotification.status == "queued", LogoutNotification.next_attempt_at <= now)
+            .order_by(LogoutNotification.next_attempt_at).limit(50).with_for_update(skip_locked=True)
+        )).all()  # fmt: skip
+        for row in rows:
+            row.attempts += 1
+            try:
+                resp = await http.post(row.uri, data={"logout_token": row.logout_token}, timeout=5.0)
+                ok = resp.status_code in (200, 204)
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                row.status = "sent"
+                sent += 1
+            elif row.attempts >= max_attempts:
+                row.status = "failed"
+            else:
+                row.next_attempt_at = now + dt.timedelta(seconds=min(2**row.attempts, 300))
+    return sent
+
+
+async def logout_delivery_loop(provider: Provider) -> None:
+    while True:
+        try:
+            await deliver_logout_notifications(provider.ctx.sessionmaker, provider.http, now=provider.ctx.clock.now())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("back-channel logout pass failed")
+        await asyncio.sleep(1.0)

@@ -1,0 +1,48 @@
+"""What the OpenID provider holds once per process: keys, the client cache, its URLs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import httpx
+from fastapi import Depends, Request
+
+from app.core.deps import AppContext
+from app.oidc.clients import ClientCache
+from app.oidc.keys import KeyStore
+
+
+@dataclass
+class Provider:
+    ctx: AppContext
+    keys: KeyStore
+    clients: ClientCache
+    http: httpx.AsyncClient
+    jwks_uri_cache: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def issuer(self) -> str:
+        return self.ctx.settings.issuer
+
+    def url(self, path: str) -> str:
+        return self.ctx.settings.issuer + path
+
+    async def client_jwks(self, jwks_uri: str) -> dict[str, Any]:
+        hit = self.jwks_uri_cache.get(jwks_uri)
+        if hit is not None and time.monotonic() - hit[0] < 300:
+            return hit[1]
+        resp = await self.http.get(jwks_uri, timeout=5.0)
+        resp.raise_for_status()
+        jwks: dict[str, Any] = resp.json()
+        self.jwks_uri_cache[jwks_uri] = (time.monotonic(), jwks)
+        return jwks
+
+
+def get_provider(request: Request) -> Provider:
+    provider: Provider = request.app.state.oidc
+    return provider
+
+
+ProviderDep = Annotated[Provider, Depends(get_provider)]
