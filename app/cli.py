@@ -298,6 +298,19 @@ def rotate_keys() -> None:
         typer.echo(line)
 
 
+@cli.command("purge-expired")
+def purge_expired() -> None:
+    """Delete expired sessions, codes, tokens and challenges (run it daily; audit rows stay)."""
+    from app.admin.housekeeping import purge_expired as purge
+
+    async def go(ctx: Any) -> dict[str, int]:
+        async with ctx.sessionmaker() as session:
+            return await purge(session, ctx.clock.now())
+
+    for table, count in _run(go).items():
+        typer.echo(f"{table}: {count} deleted")
+
+
 @cli.command()
 def outbox(
     phone: Annotated[str | None, typer.Option(help="Only messages to this number (E.164).")] = None,

@@ -251,13 +251,20 @@ async def userinfo(request: Request) -> Response:
             status=403,
             headers={"WWW-Authenticate": 'Bearer realm="eid", error="insufficient_scope", scope="openid"'},
         )
+    try:
+        grant_id = uuid.UUID(str(gid))
+    except ValueError:
+        raise invalid_token() from None
     client = await provider.clients.get(claims["client_id"])
     async with provider.ctx.sessionmaker() as session:
+        # One round trip: grant, account, registry record and the token's revocation.
         row = (await session.execute(
-            select(Grant, Account, Citizen).join(Account, Account.id == Grant.account_id).join(Citizen, Citizen.id_number == Account.id_number)
-            .where(Grant.id == uuid.UUID(str(gid)))
+            select(Grant, Account, Citizen, RevokedAccessToken.jti.label("revoked"))
+            .join(Account, Account.id == Grant.account_id).join(Citizen, Citizen.id_number == Account.id_number)
+            .outerjoin(RevokedAccessToken, RevokedAccessToken.jti == claims["jti"])
+            .where(Grant.id == grant_id)
         )).first()  # fmt: skip
-        revoked = await session.get(RevokedAccessToken, claims["jti"])
+        revoked = row.revoked if row is not None else None
         if (
             row is None
             or client is None

@@ -323,3 +323,59 @@ async def test_codes_expire_after_sixty_seconds(env: Harness) -> None:
     env.ctx.clock.advance(dt.timedelta(seconds=61))
     resp = await exchange(env.client, client_id, secret, result["code"], verifier)
     assert resp.json()["error"] == "invalid_grant"
+
+
+async def test_prompt_login_and_max_age_force_a_new_sign_in(env: Harness) -> None:
+    client_id, _ = await make_client(env)
+    c, pw = await level1_citizen(env)
+    _, challenge = pkce_pair()
+    async with env.browser() as browser:
+        await sign_in_and_consent(browser, client_id, challenge, c["id_number"], pw)
+        r = await authorize(browser, client_id, challenge, prompt="login")
+        assert r.headers["location"].startswith("/login?")
+        r = await authorize(browser, client_id, challenge, max_age="3600")
+        assert "code" in query(r.headers["location"])
+        env.ctx.clock.advance(dt.timedelta(seconds=120))
+        r = await authorize(browser, client_id, challenge, max_age="60")
+        assert r.headers["location"].startswith("/login?")
+        r = await authorize(browser, client_id, challenge, max_age="60", prompt="none")
+        assert query(r.headers["location"])["error"] == "login_required"
+
+
+async def test_es256_id_tokens_for_clients_that_choose_it(env: Harness) -> None:
+    client_id, secret = await make_client(env, id_token_alg="ES256")
+    c, pw = await level1_citizen(env)
+    verifier, challenge = pkce_pair()
+    async with env.browser() as browser:
+        result = await sign_in_and_consent(browser, client_id, challenge, c["id_number"], pw)
+    tokens = (await exchange(env.client, client_id, secret, result["code"], verifier)).json()
+    header, _ = jwt_parts(tokens["id_token"])
+    assert header["alg"] == "ES256"
+    jwks = (await env.client.get("/jwks")).json()
+    key = next(k for k in jwks["keys"] if k["kid"] == header["kid"])
+    assert key["kty"] == "EC" and key["crv"] == "P-256"
+    jwt.decode(
+        tokens["id_token"],
+        key,
+        algorithms=["ES256"],
+        audience=client_id,
+        issuer=env.ctx.settings.issuer,
+        access_token=tokens["access_token"],
+    )
+
+
+async def test_login_session_cookie_flags(env: Harness) -> None:
+    client_id, _ = await make_client(env)
+    c, pw = await level1_citizen(env)
+    _, challenge = pkce_pair()
+    async with env.browser() as browser:
+        r = await authorize(browser, client_id, challenge)
+        page = await browser.get(r.headers["location"])
+        r = await browser.post("/login", data={**form_fields(page.text), "id_number": c["id_number"], "password": pw})
+        cookie = r.headers["set-cookie"]
+        assert cookie.startswith("eid_session=") and "HttpOnly" in cookie and "SameSite=lax" in cookie
+        assert "Secure" not in cookie  # the test issuer is http; https issuers get Secure
+        # A tampered cookie is no session.
+        browser.cookies.set("eid_session", browser.cookies["eid_session"][:-2] + "xx")
+        r = await authorize(browser, client_id, challenge, prompt="none")
+        assert query(r.headers["location"])["error"] == "login_required"
