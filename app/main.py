@@ -14,6 +14,7 @@ from app.accounts.router import me as me_router
 from app.accounts.router import officer as accounts_officer_router
 from app.accounts.router import public as accounts_router
 from app.admin.router import router as admin_router
+from app.consent.router import router as consents_router
 from app.core.clock import Clock
 from app.core.config import Settings, get_settings
 from app.core.crypto import Keyring
@@ -27,7 +28,6 @@ from app.core.ratelimit import make_rate_limiter
 from app.core.sms import delivery_loop, make_gateway
 from app.oidc.authorize import router as authorize_router
 from app.oidc.clients import ClientCache
-from app.oidc.consents import router as consents_router
 from app.oidc.endpoints import router as oidc_router
 from app.oidc.keys import KeyStore
 from app.oidc.logout import logout_delivery_loop

@@ -2,6 +2,7 @@
 
 from app.accounts.models import Account, CitizenSession, DeclaredDocument, OfficerRegistration, OtpChallenge
 from app.admin.models import StaffMember, StaffSession
+from app.consent.models import AccessLogEntry, Consent
 from app.core.audit import AuditEvent
 from app.core.db import Base
 from app.core.sms import SmsMessage
@@ -9,7 +10,6 @@ from app.oidc.models import (
     AuthorizationCode,
     AuthorizationRequest,
     Client,
-    Consent,
     Grant,
     LogoutNotification,
     RefreshToken,
@@ -18,8 +18,10 @@ from app.oidc.models import (
     UsedAssertion,
 )
 from app.registry.models import Citizen, GuardianLink
+from app.verify.models import EkycRequest
 
 __all__ = [
+    "AccessLogEntry",
     "Account",
     "AuditEvent",
     "AuthorizationCode",
@@ -30,6 +32,7 @@ __all__ = [
     "Client",
     "Consent",
     "DeclaredDocument",
+    "EkycRequest",
     "Grant",
     "GuardianLink",
     "LogoutNotification",

@@ -23,6 +23,7 @@ from starlette.responses import RedirectResponse, Response
 from app.accounts import service as accounts
 from app.accounts.errors import LoginFailed, WeakPassword
 from app.accounts.models import Account, AccountStatus, CitizenSession
+from app.consent.models import Consent, ConsentKind
 from app.core import audit
 from app.core.audit import Actor
 from app.core.crypto import random_token
@@ -31,7 +32,7 @@ from app.oidc.claims import ACR_LEVEL, SCOPE_CLAIMS
 from app.oidc.clients import USER_SCOPES, ClientInfo
 from app.oidc.endpoints import read_form
 from app.oidc.i18n import TEXT, pick_locale
-from app.oidc.models import AuthorizationCode, AuthorizationRequest, Consent, Grant
+from app.oidc.models import AuthorizationCode, AuthorizationRequest, Grant
 from app.oidc.provider import Provider, get_provider
 from app.oidc.sessions import current_login_session, set_session_cookie
 
@@ -421,6 +422,7 @@ async def continue_flow(
             Consent.account_id == subject_id,
             Consent.client_id == client.client_id,
             Consent.scope == scope,
+            Consent.kind == ConsentKind.oidc.value,
             Consent.revoked_at.is_(None),
         )
     )
@@ -448,7 +450,7 @@ async def continue_flow(
             scopes=scopes,
             claims={s: [c for c in SCOPE_CLAIMS.get(s, ()) if c != "sub"] for s in scopes},
         )
-    return await issue_code(provider, session, req, client, login, account, subject_id)
+    return await issue_code(provider, session, req, client, login, account, subject_id, consent.id)
 
 
 async def _finish_request(session: Any, req: AuthorizationRequest) -> None:
@@ -464,13 +466,14 @@ async def issue_code(
     login: CitizenSession,
     account: Account,
     subject_id: uuid.UUID,
+    consent_id: uuid.UUID,
 ) -> Response:
     now = provider.ctx.clock.now()
     params = req.params
     grant = Grant(
         id=uuid.uuid4(), client_id=client.client_id, account_id=subject_id, actor_account_id=account.id if subject_id != account.id else None,
         scope=" ".join(sorted(set(params["scope"].split()))), acr=ACR_LEVEL[account.level], amr=login.amr, auth_time=login.auth_time,
-        sid=login.sid, created_at=now,
+        sid=login.sid, consent_id=consent_id, created_at=now,
     )  # fmt: skip
     session.add(grant)
     await session.flush()
@@ -574,7 +577,17 @@ async def consent_submit(request: Request) -> Response:
                 state=params.get("state"),
             )
         scope = " ".join(sorted(set(req.params["scope"].split())))
-        session.add(Consent(account_id=subject_id, client_id=client.client_id, scope=scope, granted_at=now))
+        claims = sorted({c for s in scope.split() for c in SCOPE_CLAIMS.get(s, ()) if c != "sub"})
+        consent = Consent(
+            id=uuid.uuid4(),
+            account_id=subject_id,
+            client_id=client.client_id,
+            kind=ConsentKind.oidc.value,
+            scope=scope,
+            claims=claims,
+            granted_at=now,
+        )
+        session.add(consent)
         audit.record(
             session,
             actor=Actor("citizen", str(account.id)),
@@ -584,4 +597,4 @@ async def consent_submit(request: Request) -> Response:
             detail={"client": client.client_id, "scope": scope},
         )
         await session.flush()
-        return await issue_code(provider, session, req, client, login, account, subject_id)
+        return await issue_code(provider, session, req, client, login, account, subject_id, consent.id)

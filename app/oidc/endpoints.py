@@ -18,6 +18,8 @@ from sqlalchemy import Uuid, bindparam, select, text
 from starlette.responses import Response
 
 from app.accounts.models import Account, AccountStatus
+from app.consent.models import LegalBasis
+from app.consent.service import record_disclosure
 from app.core import audit
 from app.core.audit import Actor
 from app.core.errors import OAuthError, invalid_token
@@ -292,6 +294,13 @@ async def userinfo(request: Request) -> Response:
             target_id_number=citizen.id_number,
             detail={"claims": sorted(k for k in body if k != "sub")},
         )
+        released = [s for s in scopes if s != "openid" and any(c in body for c in SCOPE_CLAIMS.get(s, ()))]
+        if released:
+            record_disclosure(
+                session, id_number=citizen.id_number, recipient_type="client", recipient_id=client.client_id,
+                recipient_name=client.name, channel="userinfo", categories=released, legal_basis=LegalBasis.consent,
+                consent_id=row.Grant.consent_id, now=now,
+            )  # fmt: skip
         await session.commit()
     return json_response(body, headers=NO_STORE)
 

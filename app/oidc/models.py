@@ -71,6 +71,7 @@ class Grant(Base):
     amr: Mapped[str] = mapped_column(String(40))
     auth_time: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     sid: Mapped[str | None] = mapped_column(String(64))
+    consent_id: Mapped[uuid.UUID | None] = mapped_column()
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     revoked_reason: Mapped[str | None] = mapped_column(String(40))
@@ -125,21 +126,6 @@ class UsedAssertion(Base):
     client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     jti: Mapped[str] = mapped_column(String(255), primary_key=True)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
-
-
-class Consent(Base):
-    """A citizen's remembered consent for a client and a set of scopes."""
-
-    __tablename__ = "consents"
-
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
-    client_id: Mapped[str] = mapped_column(ForeignKey("oauth_clients.client_id", ondelete="CASCADE"))
-    scope: Mapped[str] = mapped_column(String(500))
-    granted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
-    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
-
-    __table_args__ = (Index("ix_consents_account_id_client_id", "account_id", "client_id"),)
 
 
 class AuthorizationRequest(Base):

@@ -7,6 +7,8 @@ import datetime as dt
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.consent.models import LegalBasis
+from app.consent.service import record_disclosure
 from app.core import audit
 from app.core.audit import Actor
 from app.core.errors import NotFound, Problem
@@ -96,6 +98,11 @@ async def read_citizen(session: AsyncSession, id_number: str, *, actor: Actor, n
         now=now,
         target_id_number=id_number,
     )
+    if citizen is not None:
+        record_disclosure(
+            session, id_number=id_number, recipient_type="officer", recipient_id=actor.id, recipient_name=None,
+            channel="registry", categories=["registry_record"], legal_basis=LegalBasis.law, consent_id=None, now=now,
+        )  # fmt: skip
     await session.commit()
     if citizen is None:
         raise CitizenNotFound()
