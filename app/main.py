@@ -34,6 +34,8 @@ from app.oidc.logout import logout_delivery_loop
 from app.oidc.logout import router as logout_router
 from app.oidc.provider import Provider
 from app.registry.router import router as registry_router
+from app.verify.router import me as verify_me_router
+from app.verify.router import router as verify_router
 
 DESCRIPTION = """National electronic-identity service: the population registry, citizen accounts
 (level 1 self-registered, level 2 officer-assisted) and the OpenID Connect provider for
@@ -114,6 +116,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(authorize_router)
     app.include_router(logout_router)
     app.include_router(consents_router)
+    app.include_router(verify_router)
+    app.include_router(verify_me_router)
     return app
 
 

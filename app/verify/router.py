@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from fastapi import APIRouter, Response
+
+from app.accounts.auth import CurrentCitizen
+from app.core.db import SessionDep
+from app.core.deps import CtxDep
+from app.core.http import json_body_only
+from app.oidc.models import Client
+from app.oidc.provider import ProviderDep
+from app.verify import service
+from app.verify.auth import EkycCaller, VerifyCaller
+from app.verify.models import EkycRequest
+from app.verify.schemas import (
+    CitizenEkycRequestOut,
+    EkycRequestIn,
+    EkycRequestOut,
+    EkycResult,
+    IdentityQuery,
+    IdentityResult,
+)
+
+router = APIRouter(prefix="/verify", tags=["verify"], dependencies=[json_body_only])
+me = APIRouter(prefix="/me", tags=["me"], dependencies=[json_body_only])
+
+
+def _out(req: EkycRequest, now: dt.datetime) -> EkycRequestOut:
+    status = service.effective_status(req, now)
+    return EkycRequestOut(id=req.id, status=status, claims=req.claims, purpose=req.purpose, expires_at=req.expires_at)
+
+
+@router.post(
+    "/identity",
+    response_model=IdentityResult,
+    summary="Does this data match the registry? (yes/no per attribute, no data returned)",
+)
+async def verify_identity(
+    body: IdentityQuery, caller: VerifyCaller, session: SessionDep, ctx: CtxDep
+) -> IdentityResult:
+    return await service.verify_identity(session, caller.client, body, ctx.clock.now())
+
+
+@router.post(
+    "/ekyc-requests",
+    status_code=201,
+    response_model=EkycRequestOut,
+    summary="Ask a citizen to share verified data (e-KYC)",
+)
+async def start_ekyc(body: EkycRequestIn, caller: EkycCaller, session: SessionDep, ctx: CtxDep) -> EkycRequestOut:
+    now = ctx.clock.now()
+    return _out(await service.start_ekyc(session, caller.client, body, now), now)
+
+
+@router.get("/ekyc-requests/{request_id}", response_model=EkycRequestOut, summary="Poll an e-KYC request")
+async def poll_ekyc(request_id: uuid.UUID, caller: EkycCaller, session: SessionDep, ctx: CtxDep) -> EkycRequestOut:
+    return _out(await service.get_own_request(session, caller.client, request_id), ctx.clock.now())
+
+
+@router.get(
+    "/ekyc-requests/{request_id}/result", response_model=EkycResult, summary="The signed e-KYC result, once approved"
+)
+async def ekyc_result(
+    request_id: uuid.UUID, caller: EkycCaller, session: SessionDep, ctx: CtxDep, provider: ProviderDep
+) -> EkycResult:
+    token = await service.ekyc_result(provider, session, caller.client, request_id, ctx.clock.now())
+    return EkycResult(request_id=request_id, result=token)
+
+
+@me.get(
+    "/ekyc-requests",
+    response_model=list[CitizenEkycRequestOut],
+    summary="e-KYC requests waiting for the citizen's answer",
+)
+async def my_ekyc_requests(citizen: CurrentCitizen, session: SessionDep, ctx: CtxDep) -> list[CitizenEkycRequestOut]:
+    from sqlalchemy import select
+
+    reqs = await service.pending_for_citizen(session, citizen.account, ctx.clock.now())
+    ids = {r.client_id for r in reqs}
+    names = (
+        dict((await session.execute(select(Client.client_id, Client.name).where(Client.client_id.in_(ids)))).all())
+        if ids
+        else {}
+    )
+    return [
+        CitizenEkycRequestOut(
+            id=r.id,
+            client_id=r.client_id,
+            client_name=names.get(r.client_id, r.client_id),
+            claims=r.claims,
+            purpose=r.purpose,
+            binding_message=r.binding_message,
+            expires_at=r.expires_at,
+        )
+        for r in reqs
+    ]
+
+
+@me.post("/ekyc-requests/{request_id}/approve", status_code=204, summary="Approve an e-KYC request")
+async def approve_ekyc(request_id: uuid.UUID, citizen: CurrentCitizen, session: SessionDep, ctx: CtxDep) -> Response:
+    await service.decide(session, citizen.account, request_id, True, ctx.clock.now())
+    return Response(status_code=204)
+
+
+@me.post("/ekyc-requests/{request_id}/deny", status_code=204, summary="Deny an e-KYC request")
+async def deny_ekyc(request_id: uuid.UUID, citizen: CurrentCitizen, session: SessionDep, ctx: CtxDep) -> Response:
+    await service.decide(session, citizen.account, request_id, False, ctx.clock.now())
+    return Response(status_code=204)

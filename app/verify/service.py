@@ -1,0 +1,305 @@
+"""Relying-party verification: identity match (no data leaked) and e-KYC with consent."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any, Literal
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts.models import Account, AccountStatus
+from app.consent.models import Consent, ConsentKind, LegalBasis
+from app.consent.service import record_disclosure
+from app.core import audit
+from app.core.audit import Actor
+from app.core.errors import InvalidInput, NotFound, Problem
+from app.core.schemas import fold_name
+from app.oidc.claims import ACR_LEVEL, pairwise_sub, registry_claims
+from app.oidc.clients import ClientInfo
+from app.oidc.provider import Provider
+from app.oidc.tokens import epoch, new_jti
+from app.registry.models import Citizen
+from app.verify.matching import PARTIAL_THRESHOLD, date_score, name_score
+from app.verify.models import EkycRequest, EkycStatus
+from app.verify.schemas import AttributeResult, EkycRequestIn, IdentityQuery, IdentityResult
+
+EKYC_TTL = dt.timedelta(minutes=10)
+EKYC_RESULT_TTL = dt.timedelta(minutes=5)
+EKYC_FETCH_WINDOW = dt.timedelta(minutes=10)
+
+# e-KYC claim → the OIDC scope whose claims carry it.
+_CLAIM_SCOPE = {
+    "name": "profile",
+    "family_name": "profile",
+    "given_name": "profile",
+    "birthdate": "profile",
+    "gender": "profile",
+    "address": "address",
+    "phone_number": "phone",
+    "national_id": "national_id",
+}
+
+
+async def verify_identity(
+    session: AsyncSession, caller: ClientInfo, query: IdentityQuery, now: dt.datetime
+) -> IdentityResult:
+    given = query.model_dump(exclude={"id_number", "match"}, exclude_none=True)
+    if not given:
+        raise InvalidInput("Send at least one attribute to compare besides the ID number.")
+    row = (
+        await session.execute(
+            select(Citizen, Account.status, Account.level)
+            .outerjoin(Account, Account.id_number == Citizen.id_number)
+            .where(Citizen.id_number == query.id_number)
+        )
+    ).first()
+    citizen = row.Citizen if row is not None else None
+    partial = query.match == "partial"
+    attributes: dict[str, AttributeResult] = {}
+    for name, value in given.items():
+        exact_match, score = False, 0.0
+        if citizen is not None:
+            if name == "full_name":
+                exact_match, score = (
+                    fold_name(value) == fold_name(citizen.full_name),
+                    name_score(value, citizen.full_name),
+                )
+            elif name == "date_of_birth":
+                exact_match, score = value == citizen.date_of_birth, date_score(value, citizen.date_of_birth)
+            elif name == "sex":
+                exact_match = value == citizen.sex
+            elif name == "phone":
+                exact_match = citizen.phone is not None and value == citizen.phone
+            if name in ("sex", "phone"):
+                score = 1.0 if exact_match else 0.0
+        attributes[name] = AttributeResult(match=exact_match, score=score if partial else None)
+    exact = citizen is not None and all(a.match for a in attributes.values())
+    mean = sum(a.score if a.score is not None else float(a.match) for a in attributes.values()) / len(attributes)
+    result = (
+        "match"
+        if exact
+        else ("partial" if partial and citizen is not None and mean >= PARTIAL_THRESHOLD else "no_match")
+    )
+    audit.record(
+        session,
+        actor=Actor("client", caller.client_id),
+        action="verify.identity",
+        outcome=result,
+        now=now,
+        target_id_number=query.id_number,
+        detail={"attributes": sorted(given)},
+    )
+    if citizen is not None:
+        # The caller learns whether its data matches the registry: a disclosure, logged.
+        record_disclosure(
+            session,
+            id_number=citizen.id_number,
+            recipient_type="client",
+            recipient_id=caller.client_id,
+            recipient_name=caller.name,
+            channel="verify",
+            categories=[f"match:{n}" for n in given],
+            legal_basis=LegalBasis.law,
+            consent_id=None,
+            now=now,
+        )
+    await session.commit()
+    if not exact:
+        return IdentityResult(result=result, attributes=attributes, assurance_level=None, account_status=None)
+    status = row.status if row is not None and row.status else "none"
+    level = row.level if row is not None and row.status == AccountStatus.active else None
+    return IdentityResult(result="match", attributes=attributes, assurance_level=level, account_status=status)
+
+
+class EkycNotFound(NotFound):
+    slug, title = "ekyc-not-found", "No such e-KYC request"
+
+
+class EkycPending(Problem):
+    status, slug, title = 409, "ekyc-pending", "The citizen has not answered yet"
+
+
+class EkycDenied(Problem):
+    status, slug, title = 403, "ekyc-denied", "The citizen denied the request"
+
+
+class EkycExpired(Problem):
+    status, slug, title = 410, "ekyc-expired", "The request expired before the citizen approved it"
+
+
+def effective_status(req: EkycRequest, now: dt.datetime) -> Literal["pending", "approved", "denied", "expired"]:
+    if req.status == EkycStatus.pending and req.expires_at <= now:
+        return "expired"
+    if (
+        req.status == EkycStatus.approved
+        and req.decided_at is not None
+        and req.decided_at + EKYC_RESULT_TTL < now
+        and req.expires_at <= now
+    ):
+        return "expired"
+    if req.status == EkycStatus.approved:
+        return "approved"
+    return "denied" if req.status == EkycStatus.denied else "pending"
+
+
+async def start_ekyc(session: AsyncSession, caller: ClientInfo, body: EkycRequestIn, now: dt.datetime) -> EkycRequest:
+    req = EkycRequest(
+        id=uuid.uuid4(), client_id=caller.client_id, id_number=body.id_number, claims=sorted(set(body.claims)), purpose=body.purpose,
+        binding_message=body.binding_message, status=EkycStatus.pending.value, created_at=now, expires_at=now + EKYC_TTL,
+    )  # fmt: skip
+    session.add(req)
+    audit.record(
+        session,
+        actor=Actor("client", caller.client_id),
+        action="ekyc.request",
+        outcome="ok",
+        now=now,
+        target_id_number=body.id_number,
+        detail={"request": str(req.id), "claims": req.claims},
+    )
+    await session.commit()
+    return req
+
+
+async def get_own_request(session: AsyncSession, caller: ClientInfo, request_id: uuid.UUID) -> EkycRequest:
+    req = await session.get(EkycRequest, request_id, populate_existing=True)
+    if req is None or req.client_id != caller.client_id:
+        raise EkycNotFound()
+    return req
+
+
+async def pending_for_citizen(session: AsyncSession, account: Account, now: dt.datetime) -> list[EkycRequest]:
+    stmt = (
+        select(EkycRequest)
+        .where(
+            EkycRequest.id_number == account.id_number,
+            EkycRequest.status == EkycStatus.pending.value,
+            EkycRequest.expires_at > now,
+        )
+        .order_by(EkycRequest.created_at.desc())
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+async def decide(
+    session: AsyncSession, account: Account, request_id: uuid.UUID, approve: bool, now: dt.datetime
+) -> EkycRequest:
+    req = await session.get(EkycRequest, request_id)
+    if req is None or req.id_number != account.id_number:
+        raise EkycNotFound()
+    consent_id = uuid.uuid4() if approve else None
+    # Conditional update: a request is answered once, and only while it is pending and fresh.
+    result = await session.execute(
+        update(EkycRequest)
+        .where(
+            EkycRequest.id == request_id, EkycRequest.status == EkycStatus.pending.value, EkycRequest.expires_at > now
+        )
+        .values(
+            status=(EkycStatus.approved if approve else EkycStatus.denied).value, decided_at=now, consent_id=consent_id
+        )
+        .returning(EkycRequest.id)
+    )
+    if result.first() is None:
+        await session.rollback()
+        raise EkycExpired("The request is no longer pending.")
+    if approve:
+        assert consent_id is not None
+        session.add(
+            Consent(
+                id=consent_id,
+                account_id=account.id,
+                client_id=req.client_id,
+                kind=ConsentKind.ekyc.value,
+                scope="ekyc",
+                claims=req.claims,
+                purpose=req.purpose,
+                granted_at=now,
+            )
+        )
+    audit.record(
+        session,
+        actor=Actor("citizen", str(account.id)),
+        action="ekyc.approve" if approve else "ekyc.deny",
+        outcome="ok",
+        now=now,
+        target_id_number=account.id_number,
+        detail={"request": str(request_id), "client": req.client_id},
+    )
+    await session.commit()
+    refreshed = await session.get(EkycRequest, request_id, populate_existing=True)
+    assert refreshed is not None
+    return refreshed
+
+
+async def ekyc_result(
+    provider: Provider, session: AsyncSession, caller: ClientInfo, request_id: uuid.UUID, now: dt.datetime
+) -> str:
+    """The signed result: exactly the approved claims, bound to this request and client."""
+    req = await get_own_request(session, caller, request_id)
+    status = effective_status(req, now)
+    if status == "pending":
+        raise EkycPending(headers={"Retry-After": "5"})
+    if status == "denied":
+        raise EkycDenied()
+    if status == "expired":
+        raise EkycExpired()
+    consent = await session.get(Consent, req.consent_id) if req.consent_id else None
+    if consent is None or consent.revoked_at is not None:
+        raise EkycDenied("The citizen withdrew the consent.")
+    row = (
+        await session.execute(
+            select(Citizen, Account)
+            .join(Account, Account.id_number == Citizen.id_number)
+            .where(Citizen.id_number == req.id_number)
+        )
+    ).first()
+    if row is None or row.Account.status != AccountStatus.active:
+        raise EkycDenied("The account cannot share data now.")
+    citizen, account = row.Citizen, row.Account
+    scopes = {_CLAIM_SCOPE[c] for c in req.claims if c in _CLAIM_SCOPE}
+    available = registry_claims(
+        scopes,
+        full_name=citizen.full_name,
+        date_of_birth=citizen.date_of_birth,
+        sex=citizen.sex,
+        residence=citizen.residence,
+        updated_at=citizen.updated_at,
+        phone=account.phone,
+        email=None,
+        id_number=citizen.id_number,
+        national_id_allowed="national_id" in req.claims,
+    )
+    disclosed: dict[str, Any] = {c: available[c] for c in req.claims if c in available}
+    if "assurance_level" in req.claims:
+        disclosed["assurance_level"] = ACR_LEVEL[account.level]
+    claims = {
+        "iss": provider.issuer, "aud": caller.client_id, "sub": pairwise_sub(provider.ctx.keyring, caller.sector_identifier, str(account.id)),
+        "iat": epoch(now), "exp": epoch(now) + int(EKYC_RESULT_TTL.total_seconds()), "jti": new_jti(),
+        "ekyc_request": str(req.id), "purpose": req.purpose, "claims": disclosed,
+    }  # fmt: skip
+    token = await provider.keys.sign(claims, "ES256", now, typ="ekyc+jwt")
+    record_disclosure(
+        session,
+        id_number=citizen.id_number,
+        recipient_type="client",
+        recipient_id=caller.client_id,
+        recipient_name=caller.name,
+        channel="ekyc",
+        categories=sorted(disclosed),
+        legal_basis=LegalBasis.consent,
+        consent_id=consent.id,
+        now=now,
+    )
+    audit.record(
+        session,
+        actor=Actor("client", caller.client_id),
+        action="ekyc.result",
+        outcome="ok",
+        now=now,
+        target_id_number=citizen.id_number,
+        detail={"request": str(req.id), "claims": sorted(disclosed)},
+    )
+    await session.commit()
+    return token
