@@ -72,7 +72,9 @@ async def authenticate_client(
 
 
 async def _known(provider: Provider, client_id: str | None, *, scheme: str) -> ClientInfo:
-    if not client_id or len(client_id) > 64:
+    if not client_id:
+        raise invalid_client("No client credentials were sent.", scheme)
+    if len(client_id) > 64:
         raise invalid_client("Unknown client.", scheme)
     client = await provider.clients.get(client_id)
     if client is None:
@@ -124,7 +126,7 @@ async def _check_assertion(provider: Provider, assertion: str, claimed_id: str |
     try:
         claims = await verify_jwt(
             assertion, key_for, now=now, issuer=client_id,
-            audience=(provider.url("/token"), provider.issuer), require=("exp", "jti", "sub", "aud"), leeway=30,
+            audience=(provider.url("/token"), provider.url("/introspect"), provider.url("/revoke"), provider.issuer), require=("exp", "jti", "sub", "aud"), leeway=30,
         )  # fmt: skip
     except JwtRejected as exc:
         raise invalid_client(f"Client assertion rejected: {exc}.") from None

@@ -5,6 +5,7 @@ token endpoint does not ask the database for the client on every request."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -154,6 +155,9 @@ async def create_client(
             raise InvalidInput("authorization_code clients need the openid scope")
     for uri in [*redirect_uris, *(post_logout_redirect_uris or [])]:
         _check_redirect_uri(uri, kind)
+    # Unreserved characters only: client IDs travel in Basic credentials and URLs.
+    if client_id is not None and not re.fullmatch(r"[A-Za-z0-9._~-]{1,64}", client_id):
+        raise InvalidInput("client_id may use letters, digits and . _ ~ - (at most 64)")
     client_id = client_id or f"{kind}-{secrets.token_hex(8)}"
     if await session.get(Client, client_id) is not None:
         raise Conflict("A client with this ID exists.")

@@ -322,7 +322,6 @@ def discovery_document(provider: Provider) -> dict[str, Any]:
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "subject_types_supported": ["pairwise"],
         "id_token_signing_alg_values_supported": ["RS256", "ES256"],
-        "userinfo_signing_alg_values_supported": [],
         "token_endpoint_auth_methods_supported": [
             "client_secret_basic",
             "client_secret_post",
@@ -341,6 +340,9 @@ def discovery_document(provider: Provider) -> dict[str, Any]:
             "private_key_jwt",
             "none",
         ],
+        # RFC 8414 §2: required when a JWT-based method is listed for the endpoint.
+        "introspection_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256"],
+        "revocation_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256"],
         "code_challenge_methods_supported": ["S256"],
         "claims_supported": SUPPORTED_CLAIMS,
         "claims_parameter_supported": False,
