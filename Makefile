@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 LINTED := $(wildcard app tests migrations bench examples)
 export EID_DATABASE_URL ?= sqlite+aiosqlite:///./var/eid.db
 
-.PHONY: setup run migrate seed test lint typecheck pytest openapi bench clean
+.PHONY: setup run migrate seed test lint typecheck pytest openapi bench demo clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ typecheck: setup
 
 pytest: setup
 	$(BIN)/pytest
+	cd examples/portal-integration && ../../$(BIN)/pytest -q
+
+demo: setup
+	$(BIN)/eid serve --demo --host 127.0.0.1 --port 8000
 
 test: lint typecheck pytest
 
@@ -42,7 +46,9 @@ openapi: setup
 	$(BIN)/python -m app.openapi > openapi/openapi.json
 
 bench: setup
+	@command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
 	$(BIN)/python bench/registry_import.py
+	$(BIN)/python bench/token.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

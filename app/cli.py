@@ -67,15 +67,39 @@ def run_migrations(settings: Settings, revision: str = "head", *, downgrade: boo
 @cli.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to bind (0: any free port, with --demo).")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
     log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+    demo: Annotated[bool, typer.Option("--demo", help="Demo mode: throwaway database seeded from fixtures.")] = False,
+    fixtures: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="Demo fixtures (YAML or JSON); default: built-in.")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(file_okay=False, help="Demo data directory (default: a new temporary one).")
+    ] = None,
 ) -> None:
-    """Serve the HTTP API with uvicorn."""
+    """Serve the HTTP API with uvicorn (or, with --demo, a self-contained demo instance)."""
     import uvicorn
 
     from app.core.observability import configure_logging
 
+    if demo:
+        from app.demo.fixtures import FixturesInvalid, load_fixtures
+        from app.demo.server import DemoRefused, fail, run_demo
+
+        configure_logging("WARNING" if log_level == "info" else log_level.upper())
+        try:
+            loaded, _ = load_fixtures(fixtures)
+            run_demo(host=host, port=port, data=data, fixtures=loaded)
+        except FixturesInvalid as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2) from None
+        except (DemoRefused, OSError) as exc:
+            fail(str(exc))
+        return
+    if fixtures or data:
+        typer.echo("--fixtures and --data go with --demo", err=True)
+        raise typer.Exit(2)
     load_settings_or_exit()
     configure_logging(log_level.upper())
     uvicorn.run(
@@ -331,6 +355,30 @@ def outbox(
 
     for msg in _run(go):
         typer.echo(f"{msg['created_at']}  {msg['phone']}  {msg['purpose']:<18} {msg['text']}")
+
+
+@cli.command("demo-fixtures")
+def demo_fixtures(
+    schema: Annotated[bool, typer.Option("--schema", help="Print the JSON Schema of the format instead.")] = False,
+    check: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="Validate this fixtures file and report every problem."),
+    ] = None,
+) -> None:
+    """Print the default demo fixtures (or their JSON Schema, or check a file)."""
+    import json
+
+    from app.demo.fixtures import FixturesInvalid, default_fixtures_text, json_schema, load_fixtures
+
+    if check is not None:
+        try:
+            fx, _ = load_fixtures(check)
+        except FixturesInvalid as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2) from None
+        typer.echo(f"{check}: {len(fx.citizens)} citizens, {len(fx.clients)} clients: valid")
+        return
+    typer.echo(json.dumps(json_schema(), indent=2, ensure_ascii=False) if schema else default_fixtures_text(), nl=False)
 
 
 @cli.command("gen-secret")

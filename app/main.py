@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -71,14 +72,20 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         )
         await provider.keys.ensure(ctx.clock.now())
         app.state.oidc = provider
-        workers = [asyncio.create_task(logout_delivery_loop(provider))]
+        stop = asyncio.Event()
+        workers = [asyncio.create_task(logout_delivery_loop(provider, stop))]
         gateway = make_gateway(settings)
         if gateway is not None:
-            workers.append(asyncio.create_task(delivery_loop(sessionmaker, gateway, keyring, settings, ctx.clock.now)))
+            workers.append(
+                asyncio.create_task(delivery_loop(sessionmaker, gateway, keyring, settings, ctx.clock.now, stop))
+            )
         try:
             yield
         finally:
-            for worker in workers:
+            # Let a delivery pass in progress finish (bounded), then stop.
+            stop.set()
+            _, late = await asyncio.wait(workers, timeout=10.0)
+            for worker in late:
                 worker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker
@@ -107,6 +114,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         return {"status": "ready"}
 
     app.openapi = lambda: _openapi_with_problems(app)  # type: ignore[method-assign]
+    if settings.demo:
+        from app.demo.routes import router as demo_router
+
+        app.include_router(demo_router)
+        app.add_middleware(DemoHeader)
     app.include_router(registry_router)
     app.include_router(accounts_router)
     app.include_router(accounts_officer_router)
@@ -119,6 +131,21 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(verify_router)
     app.include_router(verify_me_router)
     return app
+
+
+class DemoHeader:
+    """Every answer of a demo instance says so, so that nobody mistakes it for the real service."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def tagged(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-eid-demo", b"true")]
+            await send(message)
+
+        await self.app(scope, receive, tagged if scope["type"] == "http" else send)
 
 
 _PROBLEM_SCHEMA = {

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EID_", env_file=None, extra="ignore")
 
     env: Environment = Environment.development
+    # Demo mode (`eid serve --demo`): throwaway SQLite, fixtures, deterministic keys, the
+    # /_demo routes. Never in production.
+    demo: bool = False
     database_url: str = DEFAULT_SQLITE_URL
     database_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
     redis_url: str | None = None
@@ -112,6 +115,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _production_rules(self) -> Settings:
         if self.env is Environment.production:
+            if self.demo:
+                raise ValueError("demo mode cannot run with EID_ENV=production")
             if self.secret_key is None:
                 raise ValueError("EID_SECRET_KEY is required when EID_ENV=production")
             if not self.issuer.startswith("https://"):

@@ -14,6 +14,7 @@ Bodies hold OTPs and initial passwords, so they are sealed (AES-GCM) at rest and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import uuid
@@ -179,17 +180,18 @@ async def delivery_loop(
     keyring: Keyring,
     settings: Settings,
     clock_now: ClockNow,
+    stop: asyncio.Event,
 ) -> None:
-    while True:
+    """Deliver due messages about once a second until ``stop`` is set."""
+    while not stop.is_set():
         try:
             await deliver_pending(
                 sessionmaker, gateway, keyring, now=clock_now(), max_attempts=settings.sms_max_attempts
             )
-        except asyncio.CancelledError:
-            raise
-        except Exception:
+        except Exception:  # the loop must survive a database hiccup
             log.exception("sms delivery pass failed")
-        await asyncio.sleep(1.0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
 
 
 class ClockNow(Protocol):

@@ -5,6 +5,7 @@ and posted by a worker to every client of the session that registered a URI)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from typing import Any
@@ -191,12 +192,13 @@ async def deliver_logout_notifications(
     return sent
 
 
-async def logout_delivery_loop(provider: Provider) -> None:
-    while True:
+async def logout_delivery_loop(provider: Provider, stop: asyncio.Event) -> None:
+    """Deliver queued logout tokens about once a second until ``stop`` is set (a pass in
+    progress finishes first, so shutdown never cuts a database transaction in half)."""
+    while not stop.is_set():
         try:
             await deliver_logout_notifications(provider.ctx.sessionmaker, provider.http, now=provider.ctx.clock.now())
-        except asyncio.CancelledError:
-            raise
-        except Exception:
+        except Exception:  # the loop must survive a database hiccup
             log.exception("back-channel logout pass failed")
-        await asyncio.sleep(1.0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=1.0)

@@ -1,0 +1,141 @@
+"""`eid serve --demo`: the real app on a throwaway SQLite database, migrated and seeded from
+fixtures, on a port of your choice (0: any free one), announced as one JSON line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from app.core.config import Environment, Settings
+from app.demo.fixtures import Fixtures
+from app.demo.seed import DEMO_SECRET
+
+MARKER = ".eid-demo"
+
+
+class DemoRefused(Exception):
+    pass
+
+
+def prepare_data_dir(data: Path | None) -> tuple[Path, bool]:
+    """(directory, created by us). A given directory must be empty or a former demo's."""
+    if data is None:
+        return Path(tempfile.mkdtemp(prefix="eid-demo-")), True
+    data.mkdir(parents=True, exist_ok=True)
+    if any(data.iterdir()) and not (data / MARKER).exists():
+        raise DemoRefused(f"{data} is not empty and not a demo data directory: refusing to touch it")
+    # A fresh database per run: demo data is throwaway by design.
+    for name in ("eid.db", "eid.db-wal", "eid.db-shm"):
+        (data / name).unlink(missing_ok=True)
+    return data, False
+
+
+def demo_settings(data_dir: Path, host: str, port: int) -> Settings:
+    if os.environ.get("EID_ENV", "").lower() == Environment.production.value:
+        raise DemoRefused("refusing demo mode with EID_ENV=production")
+    if os.environ.get("EID_DATABASE_URL"):
+        raise DemoRefused("demo mode uses its own temporary SQLite database; unset EID_DATABASE_URL")
+    return Settings(
+        env=Environment.development,
+        demo=True,
+        database_url=f"sqlite+aiosqlite:///{data_dir / 'eid.db'}",
+        data_dir=data_dir,
+        issuer=f"http://{host}:{port}",
+        secret_key=DEMO_SECRET,
+        redis_url=None,
+        # Demo passwords need no protection against offline cracking: keep start-up and sign-in fast.
+        argon2_memory_kib=1024,
+        argon2_time_cost=1,
+        password_min_length=8,
+        key_publish_lead_seconds=0,
+        registration_rate_per_hour=100_000,
+        verify_rate_per_minute=1_000_000,
+    )
+
+
+def run_demo(*, host: str, port: int, data: Path | None, fixtures: Fixtures) -> None:
+    import uvicorn
+
+    from app.cli import run_migrations
+
+    _Server = _server_class()
+    from app.core.clock import Clock
+    from app.core.crypto import Keyring
+    from app.core.db import make_engine, make_sessionmaker
+    from app.core.deps import AppContext
+    from app.core.passwords import PasswordHasher
+    from app.core.ratelimit import MemoryRateLimiter
+    from app.demo.seed import seed_fixtures
+    from app.main import create_app
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    data_dir, ours = prepare_data_dir(data)
+    try:
+        (data_dir / MARKER).write_text("created by eid serve --demo\n")
+        settings = demo_settings(data_dir, host, port)
+        run_migrations(settings)
+        clock = Clock()
+
+        async def seed() -> None:
+            engine = make_engine(settings)
+            ctx = AppContext(
+                settings,
+                make_sessionmaker(engine),
+                Keyring(settings.master_secret()),
+                PasswordHasher(settings),
+                clock,
+                MemoryRateLimiter(),
+            )
+            async with ctx.sessionmaker() as session:
+                await seed_fixtures(session, ctx, fixtures)
+            await engine.dispose()
+
+        asyncio.run(seed())
+        print(
+            json.dumps(
+                {"issuer": settings.issuer, "port": port, "pid": os.getpid(), "data_dir": str(data_dir), "demo": True}
+            ),
+            flush=True,
+        )
+        app = create_app(settings, clock=clock)
+        server = _Server(
+            uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", server_header=False)
+        )
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        if ours:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # uvicorn re-raises SIGTERM/SIGINT after shutting down, which would kill the process
+            # before the temporary data directory is removed; exit normally instead.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self.handle_exit)
+            yield
+
+    return Server
+
+
+def fail(message: str) -> None:
+    print(f"eid serve --demo: {message}", file=sys.stderr)
+    raise SystemExit(2)
