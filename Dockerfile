@@ -16,8 +16,10 @@ WORKDIR /opt/eid-src
 # `eid migrate` looks for alembic.ini and migrations/ in the working directory.
 COPY --chown=root:root alembic.ini ./
 COPY --chown=root:root migrations ./migrations
+COPY --chown=root:root --chmod=755 docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
 USER eid
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status == 200 else 1)"
-ENTRYPOINT ["/bin/sh", "-c", "eid migrate && exec eid serve --host 0.0.0.0 --port 8000 \"$@\"", "--"]
+# No arguments: `eid migrate && eid serve`. With arguments: `eid <arguments>` (e.g. demo mode).
+ENTRYPOINT ["docker-entrypoint.sh"]

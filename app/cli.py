@@ -77,6 +77,9 @@ def serve(
     data: Annotated[
         Path | None, typer.Option(file_okay=False, help="Demo data directory (default: a new temporary one).")
     ] = None,
+    issuer: Annotated[
+        str | None, typer.Option(help="Demo issuer URL (default http://HOST:PORT), e.g. http://eid:9000 in compose.")
+    ] = None,
 ) -> None:
     """Serve the HTTP API with uvicorn (or, with --demo, a self-contained demo instance)."""
     import uvicorn
@@ -90,15 +93,15 @@ def serve(
         configure_logging("WARNING" if log_level == "info" else log_level.upper())
         try:
             loaded, _ = load_fixtures(fixtures)
-            run_demo(host=host, port=port, data=data, fixtures=loaded)
+            run_demo(host=host, port=port, data=data, fixtures=loaded, issuer=issuer)
         except FixturesInvalid as exc:
             typer.echo(str(exc), err=True)
             raise typer.Exit(2) from None
         except (DemoRefused, OSError) as exc:
             fail(str(exc))
         return
-    if fixtures or data:
-        typer.echo("--fixtures and --data go with --demo", err=True)
+    if fixtures or data or issuer:
+        typer.echo("--fixtures, --data and --issuer go with --demo (otherwise set EID_ISSUER)", err=True)
         raise typer.Exit(2)
     load_settings_or_exit()
     configure_logging(log_level.upper())

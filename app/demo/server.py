@@ -39,7 +39,7 @@ def prepare_data_dir(data: Path | None) -> tuple[Path, bool]:
     return data, False
 
 
-def demo_settings(data_dir: Path, host: str, port: int) -> Settings:
+def demo_settings(data_dir: Path, host: str, port: int, issuer: str | None = None) -> Settings:
     if os.environ.get("EID_ENV", "").lower() == Environment.production.value:
         raise DemoRefused("refusing demo mode with EID_ENV=production")
     if os.environ.get("EID_DATABASE_URL"):
@@ -49,7 +49,7 @@ def demo_settings(data_dir: Path, host: str, port: int) -> Settings:
         demo=True,
         database_url=f"sqlite+aiosqlite:///{data_dir / 'eid.db'}",
         data_dir=data_dir,
-        issuer=f"http://{host}:{port}",
+        issuer=issuer or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}",  # noqa: S104
         secret_key=DEMO_SECRET,
         redis_url=None,
         # Demo passwords need no protection against offline cracking: keep start-up and sign-in fast.
@@ -62,7 +62,7 @@ def demo_settings(data_dir: Path, host: str, port: int) -> Settings:
     )
 
 
-def run_demo(*, host: str, port: int, data: Path | None, fixtures: Fixtures) -> None:
+def run_demo(*, host: str, port: int, data: Path | None, fixtures: Fixtures, issuer: str | None = None) -> None:
     import uvicorn
 
     from app.cli import run_migrations
@@ -85,7 +85,7 @@ def run_demo(*, host: str, port: int, data: Path | None, fixtures: Fixtures) -> 
     data_dir, ours = prepare_data_dir(data)
     try:
         (data_dir / MARKER).write_text("created by eid serve --demo\n")
-        settings = demo_settings(data_dir, host, port)
+        settings = demo_settings(data_dir, host, port, issuer)
         run_migrations(settings)
         clock = Clock()
 
@@ -111,9 +111,7 @@ def run_demo(*, host: str, port: int, data: Path | None, fixtures: Fixtures) -> 
             flush=True,
         )
         app = create_app(settings, clock=clock)
-        server = _Server(
-            uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", server_header=False)
-        )
+        server = _Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", server_header=False))
         server.run(sockets=[sock])
     finally:
         sock.close()

@@ -169,3 +169,48 @@ def test_two_demo_runs_give_the_same_keys_and_subjects() -> None:
     assert {k["kid"] for k in jwks["keys"]} == {k for k in {kids[0]}} | {
         k["kid"] for k in jwks["keys"] if k["alg"] == "ES256"
     }
+
+
+def test_the_container_command_line_without_docker(tmp_path: Path) -> None:
+    """What `docker run … eid serve --demo --fixtures /fixtures.yaml` runs, through the image's entrypoint."""
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fixtures = tmp_path / "fixtures.yaml"
+    fixtures.write_text((ROOT / "examples" / "portal-integration" / "eid-fixtures.yaml").read_text())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EID_")}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    args = [
+        "sh",
+        str(ROOT / "docker-entrypoint.sh"),
+        "serve",
+        "--demo",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--fixtures",
+        str(fixtures),
+        "--issuer",
+        f"http://127.0.0.1:{port}",
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        info = json.loads(proc.stdout.readline())
+        assert info["issuer"] == f"http://127.0.0.1:{port}" and info["port"] == port
+        for _ in range(100):
+            try:
+                if httpx.get(f"{info['issuer']}/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        meta = httpx.get(f"{info['issuer']}/.well-known/openid-configuration").json()
+        assert meta["issuer"] == info["issuer"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+    assert proc.returncode == 0
