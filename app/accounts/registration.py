@@ -58,6 +58,35 @@ def _new_challenge(ctx: AppContext, purpose: OtpPurpose, phone: str, id_number: 
     return challenge, code
 
 
+async def _send_challenge(
+    session: AsyncSession,
+    ctx: AppContext,
+    purpose: OtpPurpose,
+    phone: str,
+    id_number: str,
+    reason: str | None,
+    sms_text: str,
+) -> OtpChallenge:
+    """Store a challenge whatever the outcome (refused ones are bound to no ID number and
+    send nothing), audit the real reason, and queue the code when it is a real one."""
+    now = ctx.clock.now()
+    challenge, code = _new_challenge(ctx, purpose, phone, None if reason else id_number)
+    session.add(challenge)
+    if reason is None:
+        queue_sms(
+            session, ctx.keyring, phone=phone, purpose=f"{purpose.value}_otp", now=now, text=sms_text.format(code=code)
+        )
+    detail: dict[str, str] = {"challenge": str(challenge.id)}
+    if reason:
+        detail["reason"] = reason
+    audit.record(
+        session, actor=ANONYMOUS, action=f"account.{purpose.value}.start", outcome="otp_sent" if reason is None else "refused",
+        now=now, target_id_number=id_number, detail=detail,
+    )  # fmt: skip
+    await session.commit()
+    return challenge
+
+
 def _claimable(account: Account, age: int) -> bool:
     """A dependent's account that the minor may take over from their 14th birthday."""
     return (
@@ -70,7 +99,6 @@ def _claimable(account: Account, age: int) -> bool:
 
 async def start_registration(session: AsyncSession, ctx: AppContext, body: RegistrationStart) -> OtpChallenge:
     await _rate_limit(ctx, f"reg:phone:{body.phone}", "reg:id:" + ctx.keyring.keyed_hash("rl", body.id_number))
-    now = ctx.clock.now()
     citizen = await session.get(Citizen, body.id_number)
     account = await session.scalar(select(Account).where(Account.id_number == body.id_number)) if citizen else None
     reason: str | None = None
@@ -85,28 +113,10 @@ async def start_registration(session: AsyncSession, ctx: AppContext, body: Regis
     elif account is not None and not _claimable(account, age):
         reason = "already_registered"
 
-    challenge, code = _new_challenge(ctx, OtpPurpose.registration, body.phone, None if reason else body.id_number)
-    session.add(challenge)
-    if reason is None:
-        queue_sms(
-            session,
-            ctx.keyring,
-            phone=body.phone,
-            purpose="registration_otp",
-            now=now,
-            text=f"Ma xac thuc dang ky tai khoan dinh danh dien tu: {code}. Het han sau 5 phut. Khong chia se ma nay.",
-        )
-    audit.record(
-        session,
-        actor=ANONYMOUS,
-        action="account.registration.start",
-        outcome="otp_sent" if reason is None else "refused",
-        now=now,
-        target_id_number=body.id_number,
-        detail={"reason": reason, "challenge": str(challenge.id)} if reason else {"challenge": str(challenge.id)},
-    )
-    await session.commit()
-    return challenge
+    return await _send_challenge(
+        session, ctx, OtpPurpose.registration, body.phone, body.id_number, reason,
+        "Ma xac thuc dang ky tai khoan dinh danh dien tu: {code}. Het han sau 5 phut. Khong chia se ma nay.",
+    )  # fmt: skip
 
 
 async def _consume_otp(
@@ -209,7 +219,6 @@ async def verify_registration(session: AsyncSession, ctx: AppContext, challenge_
 
 async def start_password_reset(session: AsyncSession, ctx: AppContext, body: PasswordResetStart) -> OtpChallenge:
     await _rate_limit(ctx, f"reset:phone:{body.phone}", "reset:id:" + ctx.keyring.keyed_hash("rl", body.id_number))
-    now = ctx.clock.now()
     account = await session.scalar(select(Account).where(Account.id_number == body.id_number))
     reason = None
     if account is None:
@@ -218,28 +227,10 @@ async def start_password_reset(session: AsyncSession, ctx: AppContext, body: Pas
         reason = f"status_{account.status}"
     elif account.phone != body.phone:
         reason = "phone_mismatch"
-    challenge, code = _new_challenge(ctx, OtpPurpose.password_reset, body.phone, None if reason else body.id_number)
-    session.add(challenge)
-    if reason is None:
-        queue_sms(
-            session,
-            ctx.keyring,
-            phone=body.phone,
-            purpose="reset_otp",
-            now=now,
-            text=f"Ma dat lai mat khau tai khoan dinh danh dien tu: {code}. Het han sau 5 phut. Khong chia se ma nay.",
-        )
-    audit.record(
-        session,
-        actor=ANONYMOUS,
-        action="account.password_reset.start",
-        outcome="otp_sent" if reason is None else "refused",
-        now=now,
-        target_id_number=body.id_number,
-        detail={"reason": reason} if reason else None,
-    )
-    await session.commit()
-    return challenge
+    return await _send_challenge(
+        session, ctx, OtpPurpose.password_reset, body.phone, body.id_number, reason,
+        "Ma dat lai mat khau tai khoan dinh danh dien tu: {code}. Het han sau 5 phut. Khong chia se ma nay.",
+    )  # fmt: skip
 
 
 async def complete_password_reset(

@@ -26,7 +26,7 @@ from app.core.errors import OAuthError, invalid_token
 from app.oidc import grants
 from app.oidc.claims import ACR_LEVEL, SCOPE_CLAIMS, SUPPORTED_CLAIMS, registry_claims
 from app.oidc.client_auth import authenticate_client
-from app.oidc.clients import SERVICE_SCOPES, USER_SCOPES
+from app.oidc.clients import SERVICE_SCOPES, USER_SCOPES, ClientInfo
 from app.oidc.models import Grant, RefreshToken, RevokedAccessToken
 from app.oidc.provider import Provider, get_provider
 from app.oidc.tokens import JwtRejected, verify_jwt
@@ -60,12 +60,18 @@ async def read_form(request: Request) -> dict[str, str]:
     return form
 
 
-@router.post("/token", summary="Token endpoint (authorization_code, refresh_token, client_credentials)")
-async def token(request: Request) -> Response:
+async def _authenticated(request: Request) -> tuple[Provider, dt.datetime, dict[str, str], ClientInfo]:
+    """The start of every client-authenticated endpoint: the form, and the client it proves."""
     provider = get_provider(request)
     now = provider.ctx.clock.now()
     form = await read_form(request)
     client = await authenticate_client(provider, form, request.headers.get("authorization"), now=now)
+    return provider, now, form, client
+
+
+@router.post("/token", summary="Token endpoint (authorization_code, refresh_token, client_credentials)")
+async def token(request: Request) -> Response:
+    provider, now, form, client = await _authenticated(request)
     grant_type = form.get("grant_type")
     if not grant_type:
         raise OAuthError("invalid_request", "grant_type is required.")
@@ -123,10 +129,7 @@ async def token_is_live(provider: Provider, claims: dict[str, Any]) -> bool:
 
 @router.post("/introspect", summary="Token introspection (RFC 7662)")
 async def introspect(request: Request) -> Response:
-    provider = get_provider(request)
-    now = provider.ctx.clock.now()
-    form = await read_form(request)
-    client = await authenticate_client(provider, form, request.headers.get("authorization"), now=now)
+    provider, now, form, client = await _authenticated(request)
     token_value = form.get("token")
     if not token_value:
         raise OAuthError("invalid_request", "token is required.")
@@ -179,10 +182,7 @@ async def introspect(request: Request) -> Response:
 
 @router.post("/revoke", summary="Token revocation (RFC 7009)")
 async def revoke(request: Request) -> Response:
-    provider = get_provider(request)
-    now = provider.ctx.clock.now()
-    form = await read_form(request)
-    client = await authenticate_client(provider, form, request.headers.get("authorization"), now=now)
+    provider, now, form, client = await _authenticated(request)
     token_value = form.get("token")
     if not token_value:
         raise OAuthError("invalid_request", "token is required.")
