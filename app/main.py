@@ -27,6 +27,9 @@ from app.core.observability import RequestContext
 from app.core.passwords import PasswordHasher
 from app.core.ratelimit import make_rate_limiter
 from app.core.sms import delivery_loop, make_gateway
+from app.documents.router import admin as documents_admin_router
+from app.documents.router import agency as documents_router
+from app.documents.router import me as documents_me_router
 from app.oidc.authorize import router as authorize_router
 from app.oidc.clients import ClientCache
 from app.oidc.endpoints import router as oidc_router
@@ -35,6 +38,8 @@ from app.oidc.logout import logout_delivery_loop
 from app.oidc.logout import router as logout_router
 from app.oidc.provider import Provider
 from app.registry.router import router as registry_router
+from app.sharing.router import me as sharing_me_router
+from app.sharing.router import router as sharing_router
 from app.verify.router import me as verify_me_router
 from app.verify.router import router as verify_router
 
@@ -128,6 +133,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(authorize_router)
     app.include_router(logout_router)
     app.include_router(consents_router)
+    app.include_router(documents_router)
+    app.include_router(documents_me_router)
+    app.include_router(documents_admin_router)
+    app.include_router(sharing_me_router)
+    app.include_router(sharing_router)
     app.include_router(verify_router)
     app.include_router(verify_me_router)
     return app

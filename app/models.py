@@ -6,6 +6,7 @@ from app.consent.models import AccessLogEntry, Consent
 from app.core.audit import AuditEvent
 from app.core.db import Base
 from app.core.sms import SmsMessage
+from app.documents.models import DocumentIssuerType, IdempotencyRecord, IntegratedDocument
 from app.oidc.models import (
     AuthorizationCode,
     AuthorizationRequest,
@@ -18,6 +19,7 @@ from app.oidc.models import (
     UsedAssertion,
 )
 from app.registry.models import Citizen, GuardianLink
+from app.sharing.models import Share
 from app.verify.models import EkycRequest
 
 __all__ = [
@@ -32,14 +34,18 @@ __all__ = [
     "Client",
     "Consent",
     "DeclaredDocument",
+    "DocumentIssuerType",
     "EkycRequest",
     "Grant",
     "GuardianLink",
+    "IdempotencyRecord",
+    "IntegratedDocument",
     "LogoutNotification",
     "OfficerRegistration",
     "OtpChallenge",
     "RefreshToken",
     "RevokedAccessToken",
+    "Share",
     "SigningKey",
     "SmsMessage",
     "StaffMember",

@@ -23,6 +23,7 @@ from app.consent.service import record_disclosure
 from app.core import audit
 from app.core.audit import Actor
 from app.core.errors import OAuthError, invalid_token
+from app.documents.service import documents_claim
 from app.oidc import grants
 from app.oidc.claims import ACR_LEVEL, SCOPE_CLAIMS, SUPPORTED_CLAIMS, registry_claims
 from app.oidc.client_auth import authenticate_client
@@ -283,6 +284,8 @@ async def userinfo(request: Request) -> Response:
             updated_at=citizen.updated_at, phone=account.phone, email=account.email, id_number=citizen.id_number,
             national_id_allowed="national_id" in client.scopes,
         )  # fmt: skip
+        if "documents" in scopes:
+            body["documents"] = await documents_claim(session, citizen.id_number, provider.ctx.clock.today())
         if "act" in claims:
             body["act"] = claims["act"]
         audit.record(
