@@ -34,6 +34,7 @@ from app.oidc.authorize import router as authorize_router
 from app.oidc.clients import ClientCache
 from app.oidc.endpoints import router as oidc_router
 from app.oidc.keys import KeyStore
+from app.oidc.livecheck import LiveCheck
 from app.oidc.logout import logout_delivery_loop
 from app.oidc.logout import router as logout_router
 from app.oidc.provider import Provider
@@ -69,12 +70,18 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         app.state.sessionmaker = sessionmaker
         app.state.clock = ctx.clock
         app.state.engine = engine
+        # Caches reload while a request's transaction may be open: on SQLite they read through a
+        # read-only engine whose transactions do not take the write lock.
+        reader_engine = make_engine(settings, reader=True) if settings.is_sqlite else engine
+        reader = make_sessionmaker(reader_engine)
         provider = Provider(
             ctx=ctx,
-            keys=KeyStore(sessionmaker, keyring.sealer, settings.cache_ttl_seconds),
-            clients=ClientCache(sessionmaker, settings.cache_ttl_seconds),
+            keys=KeyStore(sessionmaker, keyring.sealer, settings.cache_ttl_seconds, reader=reader),
+            clients=ClientCache(reader, settings.cache_ttl_seconds),
             http=httpx.AsyncClient(timeout=5.0, follow_redirects=False),
+            live=LiveCheck(reader, settings.database_url, settings.database_pool_size),
         )
+        await provider.live.start(engine)
         await provider.keys.ensure(ctx.clock.now())
         app.state.oidc = provider
         stop = asyncio.Event()
@@ -95,6 +102,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker
             await provider.http.aclose()
+            await provider.live.close()
+            if reader_engine is not engine:
+                await reader_engine.dispose()
             await ctx.limiter.close()
             await engine.dispose()
 
@@ -124,12 +134,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
         app.include_router(demo_router)
         app.add_middleware(DemoHeader)
+    app.include_router(oidc_router)  # hot endpoints first: routes are matched in order
     app.include_router(registry_router)
     app.include_router(accounts_router)
     app.include_router(accounts_officer_router)
     app.include_router(me_router)
     app.include_router(admin_router)
-    app.include_router(oidc_router)
     app.include_router(authorize_router)
     app.include_router(logout_router)
     app.include_router(consents_router)

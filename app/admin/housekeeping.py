@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import CitizenSession, OtpChallenge
 from app.admin.models import StaffSession
+from app.documents.models import IdempotencyRecord
 from app.oidc.models import (
     AuthorizationCode,
     AuthorizationRequest,
@@ -19,6 +20,7 @@ from app.oidc.models import (
     RevokedAccessToken,
     UsedAssertion,
 )
+from app.sharing.models import Share
 
 # Kept a day past expiry so that a late replay still meets a "used" row, not an unknown one.
 GRACE = dt.timedelta(days=1)
@@ -36,6 +38,9 @@ async def purge_expired(session: AsyncSession, now: dt.datetime) -> dict[str, in
         ("otp_challenges", delete(OtpChallenge).where(OtpChallenge.expires_at < cutoff)),
         ("citizen_sessions", delete(CitizenSession).where(CitizenSession.expires_at < cutoff)),
         ("staff_sessions", delete(StaffSession).where(StaffSession.expires_at < cutoff)),
+        ("idempotency_keys", delete(IdempotencyRecord).where(IdempotencyRecord.expires_at < now)),
+        # Expired shares still hold their sealed token, and nothing can redeem them any more.
+        ("shares", delete(Share).where(Share.expires_at < cutoff)),
         (
             "logout_notifications",
             delete(LogoutNotification).where(

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.consent.models import AccessLogEntry, Consent, LegalBasis
+from app.consent.models import AccessLogEntry, Consent, ConsentKind, LegalBasis
 from app.core import audit
 from app.core.audit import Actor
 from app.core.context import request_id_var
@@ -85,7 +85,9 @@ async def revoke_consent(
     if consent is None or consent.account_id != account_id or consent.revoked_at is not None:
         raise ConsentNotFound()
     consent.revoked_at = now
-    if consent.client_id is not None:
+    # An OIDC consent is what the client's grants (and tokens) rest on; e-KYC and share consents
+    # have no grants, and withdrawing one must not end the citizen's portal sessions.
+    if consent.kind == ConsentKind.oidc and consent.client_id is not None:
         await session.execute(
             update(Grant)
             .where(Grant.account_id == account_id, Grant.client_id == consent.client_id, Grant.revoked_at.is_(None))

@@ -68,7 +68,9 @@ def _sqlite_begin_immediate(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(settings: Settings, *, url: str | None = None) -> AsyncEngine:
+def make_engine(settings: Settings, *, url: str | None = None, reader: bool = False) -> AsyncEngine:
+    """The engine; ``reader=True`` on SQLite gives a read-only one whose transactions do not
+    take the write lock, for caches that reload while a request's transaction is open."""
     url = url or settings.database_url
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[1] if ":///" in url else ""
@@ -78,7 +80,10 @@ def make_engine(settings: Settings, *, url: str | None = None) -> AsyncEngine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, connect_args={"timeout": 15})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
+        if reader:
+            event.listen(engine.sync_engine, "connect", _sqlite_query_only)
+        else:
+            event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
         return engine
     return create_async_engine(
         url,
@@ -86,6 +91,12 @@ def make_engine(settings: Settings, *, url: str | None = None) -> AsyncEngine:
         max_overflow=settings.database_pool_size,
         pool_pre_ping=False,
     )
+
+
+def _sqlite_query_only(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA query_only=ON")
+    cursor.close()
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

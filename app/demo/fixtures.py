@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from app.accounts.schemas import DOCUMENT_FORMATS, DocumentType
 from app.core.passwords import password_problems
 from app.core.schemas import normalise_phone
 from app.registry.idnumber import RULE_MESSAGES, Sex, id_number_violations
@@ -195,6 +196,17 @@ def _semantic_problems(f: Fixtures) -> list[tuple[tuple[int | str, ...], str]]:
                 problems.append(
                     (("citizens", i, "guardians", j), f"no citizen with key or ID number {g!r} in this file")
                 )
+    agencies = {cl.client_id for cl in f.clients if cl.kind == "agency"}
+    for i, c in enumerate(f.citizens):
+        for j, d in enumerate(c.documents):
+            if d.issuer is not None and d.issuer not in agencies:
+                problems.append(
+                    (("citizens", i, "documents", j, "issuer"), f"no agency client {d.issuer!r} in this file")
+                )
+            elif d.issuer is None and not agencies:
+                problems.append((("citizens", i, "documents", j), "documents need an agency client in this file"))
+            if not DOCUMENT_FORMATS[DocumentType(d.type)].match(d.number.upper()):
+                problems.append((("citizens", i, "documents", j, "number"), f"not a valid {d.type} number"))
     client_ids: dict[str, int] = {}
     for i, cl in enumerate(f.clients):
         if cl.client_id in client_ids:

@@ -17,6 +17,7 @@ from app.core.audit import SYSTEM, Actor
 from app.core.deps import AppContext
 from app.core.schemas import normalise_phone
 from app.demo.fixtures import Fixtures
+from app.documents.models import DocumentIssuerType, IntegratedDocument
 from app.oidc.clients import create_client
 from app.oidc.keys import _thumbprint
 from app.oidc.models import SigningKey
@@ -108,5 +109,21 @@ async def seed_fixtures(session: AsyncSession, ctx: AppContext, fixtures: Fixtur
 
 
 async def seed_documents(session: AsyncSession, ctx: AppContext, fixtures: Fixtures, now: dt.datetime) -> None:
-    """Integrated documents of the fixtures (filled in once the documents domain exists)."""
-    return None
+    """Integrated documents of the fixtures, issued by the named (or first) agency client,
+    which is also allowed to issue every document type, as an administrator would grant."""
+    agencies = [c.client_id for c in fixtures.clients if c.kind == "agency"]
+    for agency in agencies:
+        for doc_type in ("driving_licence", "vehicle_registration", "health_insurance", "social_insurance"):
+            session.add(DocumentIssuerType(client_id=agency, doc_type=doc_type, granted_at=now, granted_by="demo"))
+    for c in fixtures.citizens:
+        for d in c.documents:
+            issuer = d.issuer or (agencies[0] if agencies else None)
+            if issuer is None:
+                raise ValueError("fixtures with documents need an agency client")
+            session.add(
+                IntegratedDocument(
+                    id=uuid.uuid5(uuid.NAMESPACE_URL, f"eid-demo-doc:{d.type}:{d.number}"), doc_type=d.type,
+                    number=d.number.upper(), holder_id_number=c.id_number, category=d.category, issued_on=d.issued_on,
+                    expires_on=d.expires_on, issuer_client_id=issuer, status=d.status, created_at=now, updated_at=now,
+                )
+            )  # fmt: skip

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import APIRouter, Request
-from sqlalchemy import Uuid, bindparam, select, text
+from sqlalchemy import select
 from starlette.responses import Response
 
 from app.accounts.models import Account, AccountStatus
@@ -30,7 +30,7 @@ from app.oidc.client_auth import authenticate_client
 from app.oidc.clients import SERVICE_SCOPES, USER_SCOPES, ClientInfo
 from app.oidc.models import Grant, RefreshToken, RevokedAccessToken
 from app.oidc.provider import Provider, get_provider
-from app.oidc.tokens import JwtRejected, verify_jwt
+from app.oidc.tokens import JwtRejected, unverified_header, verify_jwt
 from app.registry.models import Citizen
 
 router = APIRouter(tags=["openid-connect"])
@@ -92,11 +92,19 @@ async def token(request: Request) -> Response:
 
 
 async def verify_access_token(provider: Provider, token: str, now: dt.datetime) -> dict[str, Any]:
+    cached = provider.verified.get(token)
+    if cached is not None:
+        kid, claims = cached
+        # The signature was checked before; expiry and the key's retirement may have changed.
+        if claims["exp"] > now.timestamp() and await provider.keys.verification_key(kid, now) is not None:
+            return claims
+        raise JwtRejected("expired")
+
     async def key_for(kid: str | None, alg: str) -> Any | None:
         key = await provider.keys.verification_key(kid, now) if kid else None
         return key.verifier if key is not None and key.alg == alg else None
 
-    return await verify_jwt(
+    claims = await verify_jwt(
         token,
         key_for,
         now=now,
@@ -105,17 +113,12 @@ async def verify_access_token(provider: Provider, token: str, now: dt.datetime) 
         typ="at+jwt",
         require=("exp", "iat", "jti", "client_id", "sub"),
     )
-
-
-# One round trip: is the token revoked, and is its grant (if any) still good?
-_LIVE_CHECK = text(
-    "SELECT (SELECT count(*) FROM oauth_revoked_tokens WHERE jti = :jti) AS revoked,"
-    " (SELECT count(*) FROM oauth_grants g JOIN accounts a ON a.id = g.account_id"
-    "  WHERE g.id = :gid AND g.revoked_at IS NULL AND a.status = 'active') AS grant_ok"
-).bindparams(bindparam("gid", type_=Uuid()))
+    provider.verified.put(token, str(unverified_header(token)["kid"]), claims)
+    return claims
 
 
 async def token_is_live(provider: Provider, claims: dict[str, Any]) -> bool:
+    """Not revoked, nor its grant, nor the account behind it: one query (app/oidc/livecheck.py)."""
     gid = claims.get("gid")
     grant_id = None
     if gid is not None:
@@ -123,9 +126,7 @@ async def token_is_live(provider: Provider, claims: dict[str, Any]) -> bool:
             grant_id = uuid.UUID(str(gid))
         except ValueError:
             return False
-    async with provider.ctx.sessionmaker() as session:
-        row = (await session.execute(_LIVE_CHECK, {"jti": claims["jti"], "gid": grant_id})).one()
-    return row.revoked == 0 and (grant_id is None or row.grant_ok == 1)
+    return await provider.live.is_live(str(claims["jti"]), grant_id)
 
 
 @router.post("/introspect", summary="Token introspection (RFC 7662)")

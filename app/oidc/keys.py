@@ -85,8 +85,17 @@ def _thumbprint(public: dict[str, str]) -> str:
 
 
 class KeyStore:
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], sealer: Sealer, ttl_seconds: float) -> None:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        sealer: Sealer,
+        ttl_seconds: float,
+        reader: async_sessionmaker[AsyncSession] | None = None,
+    ) -> None:
         self._sessionmaker = sessionmaker
+        # Reloads read through `reader` (on SQLite a connection that does not take the write
+        # lock), since they can happen while a request's own transaction is open.
+        self._reader = reader or sessionmaker
         self._sealer = sealer
         self._ttl = ttl_seconds
         self._keys: dict[str, LoadedKey] = {}
@@ -110,7 +119,7 @@ class KeyStore:
         await self.reload()
 
     async def reload(self) -> None:
-        async with self._sessionmaker() as session:
+        async with self._reader() as session:
             rows = (await session.scalars(select(SigningKey))).all()
         keys = {}
         for row in rows:

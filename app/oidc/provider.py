@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from app.core.deps import AppContext
 from app.oidc.clients import ClientCache
 from app.oidc.keys import KeyStore
+from app.oidc.livecheck import LiveCheck, VerifiedTokens
 
 
 @dataclass
@@ -20,6 +21,8 @@ class Provider:
     keys: KeyStore
     clients: ClientCache
     http: httpx.AsyncClient
+    live: LiveCheck
+    verified: VerifiedTokens = field(default_factory=VerifiedTokens)
     jwks_uri_cache: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
 
     @property

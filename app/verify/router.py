@@ -16,6 +16,8 @@ from app.verify.auth import EkycCaller, VerifyCaller
 from app.verify.models import EkycRequest
 from app.verify.schemas import (
     CitizenEkycRequestOut,
+    DocumentQuery,
+    DocumentResult,
     EkycRequestIn,
     EkycRequestOut,
     EkycResult,
@@ -41,6 +43,17 @@ async def verify_identity(
     body: IdentityQuery, caller: VerifyCaller, session: SessionDep, ctx: CtxDep
 ) -> IdentityResult:
     return await service.verify_identity(session, caller.client, body, ctx.clock.now())
+
+
+@router.post(
+    "/documents",
+    response_model=DocumentResult,
+    summary="Is this document valid now? (valid, expired, suspended, revoked, unknown)",
+)
+async def verify_document(
+    body: DocumentQuery, caller: VerifyCaller, session: SessionDep, ctx: CtxDep
+) -> DocumentResult:
+    return await service.verify_document(session, caller.client, body, ctx.clock.now(), ctx.clock.today())
 
 
 @router.post(

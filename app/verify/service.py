@@ -16,6 +16,7 @@ from app.core import audit
 from app.core.audit import Actor
 from app.core.errors import InvalidInput, NotFound, Problem
 from app.core.schemas import fold_name
+from app.documents.service import document_status
 from app.oidc.claims import ACR_LEVEL, pairwise_sub, registry_claims
 from app.oidc.clients import ClientInfo
 from app.oidc.provider import Provider
@@ -23,7 +24,14 @@ from app.oidc.tokens import epoch, new_jti
 from app.registry.models import Citizen
 from app.verify.matching import PARTIAL_THRESHOLD, date_score, name_score
 from app.verify.models import EkycRequest, EkycStatus
-from app.verify.schemas import AttributeResult, EkycRequestIn, IdentityQuery, IdentityResult
+from app.verify.schemas import (
+    AttributeResult,
+    DocumentQuery,
+    DocumentResult,
+    EkycRequestIn,
+    IdentityQuery,
+    IdentityResult,
+)
 
 EKYC_TTL = dt.timedelta(minutes=10)
 EKYC_RESULT_TTL = dt.timedelta(minutes=5)
@@ -111,6 +119,38 @@ async def verify_identity(
     status = row.status if row is not None and row.status else "none"
     level = row.level if row is not None and row.status == AccountStatus.active else None
     return IdentityResult(result="match", attributes=attributes, assurance_level=level, account_status=status)
+
+
+async def verify_document(
+    session: AsyncSession, caller: ClientInfo, query: DocumentQuery, now: dt.datetime, today: dt.date
+) -> DocumentResult:
+    """A document's validity for a bank or agency; with a holder ID number, a document of
+    someone else answers unknown (the check never tells whose a number is)."""
+    status = await document_status(session, query.type.value, query.number, query.holder_id_number, today)
+    audit.record(
+        session,
+        actor=Actor("client", caller.client_id),
+        action="verify.document",
+        outcome=status,
+        now=now,
+        target_id_number=query.holder_id_number,
+        detail={"type": query.type.value},
+    )
+    if query.holder_id_number and status != "unknown":
+        record_disclosure(
+            session,
+            id_number=query.holder_id_number,
+            recipient_type="client",
+            recipient_id=caller.client_id,
+            recipient_name=caller.name,
+            channel="verify",
+            categories=[f"document_status:{query.type.value}"],
+            legal_basis=LegalBasis.law,
+            consent_id=None,
+            now=now,
+        )
+    await session.commit()
+    return DocumentResult(status=status)
 
 
 class EkycNotFound(NotFound):

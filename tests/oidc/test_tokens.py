@@ -451,3 +451,27 @@ async def test_key_rotation_old_tokens_still_verify(env: Harness) -> None:
     published = {k["kid"] for k in (await env.client.get("/jwks")).json()["keys"]}
     assert old_kid not in published and new_kids <= published
     await env.relogin()
+
+
+async def test_a_token_verified_before_still_expires(env: Harness) -> None:
+    client_id, secret, tokens = await logged_in_tokens(env)
+    h = {"Authorization": f"Bearer {tokens['access_token']}"}
+    assert (await env.client.get("/userinfo", headers=h)).status_code == 200  # verified, and remembered
+    assert (await introspect(env, client_id, secret, tokens["access_token"]))["active"] is True
+    env.ctx.clock.advance(dt.timedelta(seconds=env.ctx.settings.access_token_ttl_seconds))
+    assert (await env.client.get("/userinfo", headers=h)).status_code == 401
+    assert (await introspect(env, client_id, secret, tokens["access_token"]))["active"] is False
+
+
+async def test_caches_reload_while_a_request_holds_its_transaction(env: Harness) -> None:
+    """On SQLite every writing transaction holds the write lock; a key or client reload in the
+    middle of a code exchange must not wait on it (it reads through a read-only connection)."""
+    keys, clients = env.app.state.oidc.keys, env.app.state.oidc.clients
+    saved = (keys._ttl, clients._ttl)
+    keys._ttl = clients._ttl = 0.0  # reload on every use
+    try:
+        client_id, secret, tokens = await logged_in_tokens(env)
+        r = await refresh(env, client_id, secret, tokens["refresh_token"])
+        assert r.status_code == 200, r.text
+    finally:
+        keys._ttl, clients._ttl = saved

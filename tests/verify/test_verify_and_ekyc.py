@@ -250,3 +250,36 @@ async def test_access_log_records_userinfo_verify_and_officer_reads(env: Harness
     assert (await env.client.get("/me/access-log", headers=await citizen_session(env, other, other_pw))).json()[
         "items"
     ] == []
+
+
+async def test_document_validity_check_for_banks(env: Harness) -> None:
+    from tests.documents.support import agency, issue, licence
+
+    _, agency_token = await agency(env, ["driving_licence"])
+    c = await env.citizen()
+    other = await env.citizen()
+    valid = (await issue(env, agency_token, licence(c["id_number"]))).json()
+    old = (
+        await issue(env, agency_token, licence(c["id_number"], issued_on="2010-01-01", expires_on="2020-01-01"))
+    ).json()
+    _, h = await bank(env)
+
+    async def ask(number: str, **kw: str) -> Any:
+        return await env.client.post(
+            "/verify/documents", json={"type": "driving_licence", "number": number, **kw}, headers=h
+        )
+
+    assert (await ask(valid["number"])).json() == {"status": "valid"}
+    assert (await ask(valid["number"], holder_id_number=c["id_number"])).json() == {"status": "valid"}
+    assert (await ask(valid["number"], holder_id_number=other["id_number"])).json() == {"status": "unknown"}
+    assert (await ask(old["number"])).json() == {"status": "expired"}
+    assert (await ask("999999999999")).json() == {"status": "unknown"}
+    assert (
+        await env.client.post("/verify/documents", json={"type": "passport", "number": "x"}, headers=h)
+    ).status_code == 422
+    assert (
+        await env.client.post("/verify/documents", json={"type": "driving_licence", "number": valid["number"]})
+    ).status_code == 401
+    pw = await env.register_level1(c)
+    log = (await env.client.get("/me/access-log", headers=await citizen_session(env, c, pw))).json()["items"]
+    assert any(e["channel"] == "verify" and e["categories"] == ["document_status:driving_licence"] for e in log)
