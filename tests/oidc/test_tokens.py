@@ -475,3 +475,34 @@ async def test_caches_reload_while_a_request_holds_its_transaction(env: Harness)
         assert r.status_code == 200, r.text
     finally:
         keys._ttl, clients._ttl = saved
+
+
+async def test_revocation_by_another_replica_reaches_the_live_cache(env: Harness) -> None:
+    """Another process revokes (here: a raw insert on its own connection); NOTIFY makes this
+    process forget the cached 'live' answer. SQLite (one process) never caches."""
+    import asyncio
+
+    import asyncpg
+
+    live = env.app.state.oidc.live
+    if env.backend == "sqlite":
+        assert live.caching is False
+        return
+    assert live.caching is True
+    client_id, secret, tokens = await logged_in_tokens(env)
+    assert (await introspect(env, client_id, secret, tokens["access_token"]))["active"] is True  # now cached
+    jti = jwt_parts(tokens["access_token"])[1]["jti"]
+    other_replica = await asyncpg.connect(
+        env.ctx.settings.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    )
+    try:
+        await other_replica.execute(
+            "INSERT INTO oauth_revoked_tokens (jti, expires_at) VALUES ($1, now() + interval '1 hour')", jti
+        )
+    finally:
+        await other_replica.close()
+    for _ in range(200):  # the notification arrives within milliseconds; bounded wait
+        if (await introspect(env, client_id, secret, tokens["access_token"]))["active"] is False:
+            break
+        await asyncio.sleep(0.01)
+    assert (await introspect(env, client_id, secret, tokens["access_token"]))["active"] is False
