@@ -439,6 +439,13 @@ def build_endpoints(base_url: str, s: Seeded) -> list[Endpoint]:
         ),
         Endpoint("userinfo", "GET", "/userinfo", {"Authorization": f"Bearer {user_token}"}),
         Endpoint(
+            "verify_identity",
+            "POST",
+            "/verify/identity",
+            {"Content-Type": "application/json", "Authorization": f"Bearer {bank_token}"},
+            json.dumps({"id_number": s.id_number, "full_name": "Nguyễn Văn An", "date_of_birth": "1990-05-17"}),
+        ),
+        Endpoint(
             "introspection_user_token",
             "POST",
             "/introspect",
@@ -462,6 +469,7 @@ def check(base_url: str, ep: Endpoint) -> None:
             "introspection": lambda: body.get("active") is True,
             "introspection_user_token": lambda: body.get("active") is True and body.get("acr"),
             "userinfo": lambda: body.get("sub") and body.get("name"),
+            "verify_identity": lambda: body.get("result") == "match",
         }[ep.name]()
     )
     if not ok:
@@ -647,6 +655,7 @@ def main() -> int:
             EID_ISSUER=f"http://127.0.0.1:{port}",
             EID_DATA_DIR=str(workdir / "data"),
             EID_ACCESS_TOKEN_TTL_SECONDS="86400",  # the tokens under load outlive any run
+            EID_VERIFY_RATE_PER_MINUTE="1000000",  # measure the API, not the per-client limit
             PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
         )
         for item in args.set:
@@ -714,6 +723,7 @@ def main() -> int:
                 "client_credentials": "POST /token grant_type=client_credentials scope=verify, client_secret_basic",
                 "introspection": "POST /introspect of the bank's client_credentials token, by a resource server",
                 "userinfo": "GET /userinfo with a citizen's openid profile token (from the real login flow)",
+                "verify_identity": "POST /verify/identity (a bank's token; match on name and birth date; audited and access-logged)",
                 "introspection_user_token": "POST /introspect of the citizen's token (grant and account checked)",
             },
             "results": rows,

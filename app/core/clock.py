@@ -29,4 +29,9 @@ def get_clock(request: Request) -> Clock:
     return clock
 
 
-ClockDep = Annotated[Clock, Depends(get_clock)]
+async def _get_clock_dependency(request: Request) -> Clock:
+    # An async dependency: FastAPI runs plain `def` dependencies in a thread pool.
+    return get_clock(request)
+
+
+ClockDep = Annotated[Clock, Depends(_get_clock_dependency)]

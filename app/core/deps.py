@@ -30,4 +30,9 @@ def get_ctx(request: Request) -> AppContext:
     return ctx
 
 
-CtxDep = Annotated[AppContext, Depends(get_ctx)]
+async def _get_ctx_dependency(request: Request) -> AppContext:
+    # An async dependency: FastAPI runs plain `def` dependencies in a thread pool.
+    return get_ctx(request)
+
+
+CtxDep = Annotated[AppContext, Depends(_get_ctx_dependency)]

@@ -63,6 +63,11 @@ class LiveCheck:
     def caching(self) -> bool:
         return self._listening
 
+    @property
+    def raw_pool(self) -> Any:
+        """The raw asyncpg pool (PostgreSQL only) for single-statement hot paths; else None."""
+        return self._pool
+
     async def start(self, engine: AsyncEngine) -> None:
         if self._dsn is None:
             return

@@ -48,4 +48,9 @@ def get_provider(request: Request) -> Provider:
     return provider
 
 
-ProviderDep = Annotated[Provider, Depends(get_provider)]
+async def _get_provider_dependency(request: Request) -> Provider:
+    # An async dependency: FastAPI runs plain `def` dependencies in a thread pool.
+    return get_provider(request)
+
+
+ProviderDep = Annotated[Provider, Depends(_get_provider_dependency)]

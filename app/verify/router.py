@@ -40,9 +40,9 @@ def _out(req: EkycRequest, now: dt.datetime) -> EkycRequestOut:
     summary="Does this data match the registry? (yes/no per attribute, no data returned)",
 )
 async def verify_identity(
-    body: IdentityQuery, caller: VerifyCaller, session: SessionDep, ctx: CtxDep
+    body: IdentityQuery, caller: VerifyCaller, session: SessionDep, ctx: CtxDep, provider: ProviderDep
 ) -> IdentityResult:
-    return await service.verify_identity(session, caller.client, body, ctx.clock.now())
+    return await service.verify_identity(provider, session, caller.client, body, ctx.clock.now())
 
 
 @router.post(

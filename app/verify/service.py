@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import select, update
@@ -14,7 +16,9 @@ from app.consent.models import Consent, ConsentKind, LegalBasis
 from app.consent.service import record_disclosure
 from app.core import audit
 from app.core.audit import Actor
+from app.core.context import request_id_var
 from app.core.errors import InvalidInput, NotFound, Problem
+from app.core.privacy import mask_id_number
 from app.core.schemas import fold_name
 from app.documents.service import document_status
 from app.oidc.claims import ACR_LEVEL, pairwise_sub, registry_claims
@@ -50,74 +54,119 @@ _CLAIM_SCOPE = {
 }
 
 
-async def verify_identity(
-    session: AsyncSession, caller: ClientInfo, query: IdentityQuery, now: dt.datetime
-) -> IdentityResult:
-    given = query.model_dump(exclude={"id_number", "match"}, exclude_none=True)
-    if not given:
-        raise InvalidInput("Send at least one attribute to compare besides the ID number.")
-    row = (
-        await session.execute(
-            select(Citizen, Account.status, Account.level)
-            .outerjoin(Account, Account.id_number == Citizen.id_number)
-            .where(Citizen.id_number == query.id_number)
-        )
-    ).first()
-    citizen = row.Citizen if row is not None else None
+@dataclass(frozen=True, slots=True)
+class _Record:
+    full_name: str
+    date_of_birth: dt.date
+    sex: str
+    phone: str | None
+    account_status: str | None
+    account_level: int | None
+
+
+_PG_RECORD = (
+    "SELECT c.full_name, c.date_of_birth, c.sex, c.phone, a.status, a.level"
+    " FROM citizens c LEFT JOIN accounts a ON a.id_number = c.id_number WHERE c.id_number = $1"
+)
+# The audit row and (when the person exists) the access-log row, in one atomic statement.
+_PG_RECORD_CALL = (
+    "WITH audit AS (INSERT INTO audit_events (at, actor_type, actor_id, action, target, outcome, request_id, detail)"
+    " VALUES ($1, 'client', $2, 'verify.identity', $3, $4, $5, $6::json))"
+    " INSERT INTO access_log (id_number, at, recipient_type, recipient_id, recipient_name, channel, categories,"
+    " legal_basis, consent_id, request_id)"
+    " SELECT $7, $1, 'client', $2, $8, 'verify', $9::json, 'law', NULL, $5 WHERE $10"
+)
+
+
+def compare(
+    query: IdentityQuery, given: dict[str, Any], record: _Record | None
+) -> tuple[str, dict[str, AttributeResult]]:
+    """Per-attribute exact match (and score in partial mode), and the overall result."""
     partial = query.match == "partial"
     attributes: dict[str, AttributeResult] = {}
     for name, value in given.items():
         exact_match, score = False, 0.0
-        if citizen is not None:
+        if record is not None:
             if name == "full_name":
                 exact_match, score = (
-                    fold_name(value) == fold_name(citizen.full_name),
-                    name_score(value, citizen.full_name),
+                    fold_name(value) == fold_name(record.full_name),
+                    name_score(value, record.full_name),
                 )
             elif name == "date_of_birth":
-                exact_match, score = value == citizen.date_of_birth, date_score(value, citizen.date_of_birth)
+                exact_match, score = value == record.date_of_birth, date_score(value, record.date_of_birth)
             elif name == "sex":
-                exact_match = value == citizen.sex
+                exact_match = value == record.sex
             elif name == "phone":
-                exact_match = citizen.phone is not None and value == citizen.phone
+                exact_match = record.phone is not None and value == record.phone
             if name in ("sex", "phone"):
                 score = 1.0 if exact_match else 0.0
         attributes[name] = AttributeResult(match=exact_match, score=score if partial else None)
-    exact = citizen is not None and all(a.match for a in attributes.values())
+    exact = record is not None and all(a.match for a in attributes.values())
     mean = sum(a.score if a.score is not None else float(a.match) for a in attributes.values()) / len(attributes)
-    result = (
-        "match"
-        if exact
-        else ("partial" if partial and citizen is not None and mean >= PARTIAL_THRESHOLD else "no_match")
-    )
-    audit.record(
-        session,
-        actor=Actor("client", caller.client_id),
-        action="verify.identity",
-        outcome=result,
-        now=now,
-        target_id_number=query.id_number,
-        detail={"attributes": sorted(given)},
-    )
-    if citizen is not None:
-        # The caller learns whether its data matches the registry: a disclosure, logged.
-        record_disclosure(
+    partial_hit = partial and record is not None and mean >= PARTIAL_THRESHOLD
+    return ("match" if exact else "partial" if partial_hit else "no_match"), attributes
+
+
+async def verify_identity(
+    provider: Provider, session: AsyncSession, caller: ClientInfo, query: IdentityQuery, now: dt.datetime
+) -> IdentityResult:
+    given = query.model_dump(exclude={"id_number", "match"}, exclude_none=True)
+    if not given:
+        raise InvalidInput("Send at least one attribute to compare besides the ID number.")
+    pool = provider.live.raw_pool
+    record: _Record | None
+    if pool is not None:
+        # PostgreSQL: two round trips on the raw pool (read, then the audit and access-log rows
+        # in one statement), no ORM: this is a bank's hot path (bench/token.py).
+        row = await pool.fetchrow(_PG_RECORD, query.id_number)
+        record = _Record(*row) if row is not None else None
+    else:
+        found = (
+            await session.execute(
+                select(
+                    Citizen.full_name, Citizen.date_of_birth, Citizen.sex, Citizen.phone, Account.status, Account.level
+                )
+                .outerjoin(Account, Account.id_number == Citizen.id_number)
+                .where(Citizen.id_number == query.id_number)
+            )
+        ).first()
+        record = _Record(*found) if found is not None else None
+    result, attributes = compare(query, given, record)
+    categories = [f"match:{n}" for n in given]
+    if pool is not None:
+        await pool.execute(
+            _PG_RECORD_CALL, now, caller.client_id, mask_id_number(query.id_number), result, request_id_var.get(),
+            json.dumps({"attributes": sorted(given)}), query.id_number, caller.name, json.dumps(categories), record is not None,
+        )  # fmt: skip
+    else:
+        audit.record(
             session,
-            id_number=citizen.id_number,
-            recipient_type="client",
-            recipient_id=caller.client_id,
-            recipient_name=caller.name,
-            channel="verify",
-            categories=[f"match:{n}" for n in given],
-            legal_basis=LegalBasis.law,
-            consent_id=None,
+            actor=Actor("client", caller.client_id),
+            action="verify.identity",
+            outcome=result,
             now=now,
+            target_id_number=query.id_number,
+            detail={"attributes": sorted(given)},
         )
-    await session.commit()
-    if not exact:
+        if record is not None:
+            # The caller learns whether its data matches the registry: a disclosure, logged.
+            record_disclosure(
+                session,
+                id_number=query.id_number,
+                recipient_type="client",
+                recipient_id=caller.client_id,
+                recipient_name=caller.name,
+                channel="verify",
+                categories=categories,
+                legal_basis=LegalBasis.law,
+                consent_id=None,
+                now=now,
+            )
+        await session.commit()
+    if result != "match" or record is None:
         return IdentityResult(result=result, attributes=attributes, assurance_level=None, account_status=None)
-    status = row.status if row is not None and row.status else "none"
-    level = row.level if row is not None and row.status == AccountStatus.active else None
+    status = record.account_status or "none"
+    level = record.account_level if record.account_status == AccountStatus.active else None
     return IdentityResult(result="match", attributes=attributes, assurance_level=level, account_status=status)
 
 
