@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from app.core.config import Environment, Settings
@@ -86,7 +88,7 @@ def run_demo(*, host: str, port: int, data: Path | None, fixtures: Fixtures, iss
     try:
         (data_dir / MARKER).write_text("created by eid serve --demo\n")
         settings = demo_settings(data_dir, host, port, issuer)
-        run_migrations(settings)
+        _migrated_database(settings, data_dir / "eid.db", run_migrations)
         clock = Clock()
 
         async def seed() -> None:
@@ -117,6 +119,35 @@ def run_demo(*, host: str, port: int, data: Path | None, fixtures: Fixtures, iss
         sock.close()
         if ours:
             shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _schema_key() -> str:
+    """Changes whenever a migration file does: names, sizes and contents' hash."""
+    from app.cli import ROOT
+
+    root = next((d for d in (Path.cwd(), ROOT) if (d / "migrations" / "env.py").exists()), ROOT)
+    digest = hashlib.sha256()
+    for path in sorted((root / "migrations" / "versions").glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _migrated_database(settings: Settings, db: Path, migrate: Callable[[Settings], None]) -> None:
+    """Migrate a fresh demo database, or copy one migrated before by the same migrations
+    (kept in the user's cache directory): start-up is then a file copy, not five migrations."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "eid"
+    template = cache / f"demo-schema-{_schema_key()}.db"
+    if template.exists():
+        shutil.copyfile(template, db)
+        return
+    migrate(settings)
+    with contextlib.closing(sqlite3.connect(db)) as conn:  # everything into the main file first
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with contextlib.suppress(OSError):
+        cache.mkdir(parents=True, exist_ok=True)
+        partial = template.with_suffix(f".{os.getpid()}.tmp")
+        shutil.copyfile(db, partial)
+        partial.replace(template)
 
 
 def _server_class() -> type:
