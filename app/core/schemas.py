@@ -28,8 +28,10 @@ def clean_text(value: str) -> str:
     except UnicodeEncodeError:
         raise ValueError("contains invalid Unicode (lone surrogate)") from None
     value = unicodedata.normalize("NFC", value)
-    if any(unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn") for ch in value):
-        raise ValueError("contains control or unassigned characters")
+    # Cf: invisible format characters (U+202E right-to-left override, U+200B zero-width
+    # space, soft hyphen) would let a name look like another.
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in value):
+        raise ValueError("contains control, invisible or unassigned characters")
     value = " ".join(value.split())
     if not value:
         raise ValueError("must not be empty")
@@ -41,7 +43,7 @@ def fold_name(name: str) -> str:
     return " ".join(unicodedata.normalize("NFC", name).casefold().split())
 
 
-_VN_MOBILE = re.compile(r"^(?:\+84|0084|84|0)([35789]\d{8})$")
+_VN_MOBILE = re.compile(r"^(?:\+84|0084|84|0)([35789][0-9]{8})$")  # ASCII digits only
 
 
 def normalise_phone(value: str) -> str:

@@ -29,7 +29,7 @@ def test_phone_rejects(raw: str) -> None:
         normalise_phone(raw)
 
 
-@given(st.from_regex(r"\A0[35789]\d{8}\Z"))
+@given(st.from_regex(r"\A0[35789][0-9]{8}\Z"))
 def test_every_national_mobile_number_normalises(raw: str) -> None:
     assert normalise_phone(raw) == "+84" + raw[1:]
 
@@ -77,3 +77,11 @@ def test_masking() -> None:
         scrub("GET /registry/citizens/001099012345 +84912345678") == "GET /registry/citizens/001*******45 +84******678"
     )
     assert scrub("order 1234567890123") == "order 1234567890123"  # 13 digits is not an ID number
+
+
+def test_lookalike_input_is_refused() -> None:
+    for spoof in ["Nguyễn\u202eAn", "Nguyễn\u200bVăn", "Ng\u00aduyễn"]:
+        with pytest.raises(ValueError):
+            clean_text(spoof)
+    with pytest.raises(ValueError):
+        normalise_phone("+849\u06612345678")  # an Arabic-Indic digit
