@@ -20,7 +20,7 @@ T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _run(fn: Callable[[Any], Awaitable[T]]) -> T:
+def _run(fn: Callable[[Any], Awaitable[T]], settings: Settings | None = None) -> T:
     """Build the app context outside HTTP and run one coroutine with it."""
     from app.core.clock import Clock
     from app.core.crypto import Keyring
@@ -29,7 +29,7 @@ def _run(fn: Callable[[Any], Awaitable[T]]) -> T:
     from app.core.passwords import PasswordHasher
     from app.core.ratelimit import MemoryRateLimiter
 
-    settings = load_settings_or_exit()
+    settings = settings or load_settings_or_exit()
 
     async def main() -> T:
         engine = make_engine(settings)
@@ -342,12 +342,27 @@ def purge_expired() -> None:
 def outbox(
     phone: Annotated[str | None, typer.Option(help="Only messages to this number (E.164).")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    demo: Annotated[
+        Path | None, typer.Option(file_okay=False, help="Read a running demo instance's outbox (its data_dir).")
+    ] = None,
 ) -> None:
-    """Show the newest queued SMS messages (development and demo use: bodies hold secrets)."""
+    """Show the newest SMS messages (development and demo only: bodies hold OTPs and passwords)."""
     from app.core.config import Environment
     from app.core.sms import read_outbox
 
-    settings = load_settings_or_exit()
+    if demo is not None:
+        from app.demo.server import MARKER, DemoRefused, demo_settings
+
+        if not (demo / MARKER).exists():
+            typer.echo(f"{demo} is not a demo data directory", err=True)
+            raise typer.Exit(2)
+        try:
+            settings = demo_settings(demo, "127.0.0.1", 0)
+        except DemoRefused as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2) from None
+    else:
+        settings = load_settings_or_exit()
     if settings.env is Environment.production:
         typer.echo("the outbox is not readable when EID_ENV=production", err=True)
         raise typer.Exit(2)
@@ -356,7 +371,7 @@ def outbox(
         async with ctx.sessionmaker() as session:
             return await read_outbox(session, ctx.keyring, phone=phone, limit=limit)
 
-    for msg in _run(go):
+    for msg in _run(go, settings):
         typer.echo(f"{msg['created_at']}  {msg['phone']}  {msg['purpose']:<18} {msg['text']}")
 
 

@@ -74,6 +74,7 @@ class EidServer:
     port: int
     pid: int
     fixtures: Fixtures
+    data_dir: Path | None = None
     process: subprocess.Popen[str] | None = None
     http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10.0))
 
@@ -262,7 +263,14 @@ def start_demo_server(
         proc.wait()
         raise RuntimeError(f"eid serve --demo did not start: {err.strip()}")
     info = json.loads(first)
-    server = EidServer(issuer=info["issuer"], port=info["port"], pid=info["pid"], fixtures=loaded, process=proc)
+    server = EidServer(
+        issuer=info["issuer"],
+        port=info["port"],
+        pid=info["pid"],
+        fixtures=loaded,
+        data_dir=Path(info["data_dir"]),
+        process=proc,
+    )
     deadline = time.monotonic() + timeout
     while True:
         with contextlib.suppress(httpx.HTTPError):

@@ -214,3 +214,18 @@ def test_the_container_command_line_without_docker(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(timeout=15)
     assert proc.returncode == 0
+
+
+def test_cli_reads_a_demo_instances_outbox(eid_server: EidServer, tmp_path: Path) -> None:
+    an = eid_server.citizen("an")
+    r = eid_server.http.post(
+        eid_server.url("/accounts/password-resets"), json={"id_number": an.id_number, "phone": an.phone}
+    )
+    assert r.status_code == 202
+    cli = eid_cli("outbox", "--demo", str(eid_server.data_dir), "--phone", an.phone)
+    assert cli.returncode == 0, cli.stderr
+    texts = [line.split("  ", 2)[2].split(None, 1)[1] for line in cli.stdout.strip().splitlines()]
+    assert texts and texts == [m["text"] for m in eid_server.outbox(an.phone)]
+    assert "Ma dat lai mat khau" in texts[0]
+    refused = eid_cli("outbox", "--demo", str(tmp_path))
+    assert refused.returncode == 2 and "not a demo data directory" in refused.stderr
