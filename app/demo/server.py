@@ -134,7 +134,7 @@ def _schema_key() -> str:
 
 def _migrated_database(settings: Settings, db: Path, migrate: Callable[[Settings], None]) -> None:
     """Migrate a fresh demo database, or copy one migrated before by the same migrations
-    (kept in the user's cache directory): start-up is then a file copy, not five migrations."""
+    (kept in the user's cache directory): start-up is then a file copy, not a run of every migration."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "eid"
     template = cache / f"demo-schema-{_schema_key()}.db"
     if template.exists():

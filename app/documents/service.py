@@ -406,14 +406,6 @@ async def holder_document(session: AsyncSession, account: Account, document_id: 
     return doc
 
 
-async def release_read_lock(session: AsyncSession) -> None:
-    """End the request's read transaction before the key store may read keys in a session of
-    its own: on SQLite every transaction holds the write lock (BEGIN IMMEDIATE), so that second
-    session would wait on this one. Loaded objects stay usable (expire_on_commit=False)."""
-    if session.in_transaction():
-        await session.commit()
-
-
 def disclosed_document(doc: IntegratedDocument, issuer_name: str | None) -> dict[str, Any]:
     """A document's fields as presentations and shares disclose them (no holder ID number)."""
     return {
@@ -442,8 +434,7 @@ async def present_document(
     require_presentable(doc, today)
     holder = await session.get(Citizen, doc.holder_id_number)
     assert holder is not None  # documents.holder_id_number references citizens
-    # From this session, not the client cache, for the same reason as release_read_lock.
-    issuer = await session.get(Client, doc.issuer_client_id)
+    issuer = await provider.clients.get(doc.issuer_client_id)
     claims = presentation_claims(
         issuer=provider.issuer,
         now=now,
@@ -451,7 +442,6 @@ async def present_document(
         holder_name=holder.full_name,
         holder_birthdate=holder.date_of_birth,
     )
-    await release_read_lock(session)
     token = await provider.keys.sign(claims, "ES256", now, typ=PRESENTATION_TYP)
     audit.record(
         session, actor=Actor("citizen", str(account.id)), action="document.present", outcome="ok", now=now,

@@ -25,10 +25,8 @@ from app.documents.service import (
     acting_for,
     disclosed_document,
     holder_document,
-    release_read_lock,
     require_presentable,
 )
-from app.oidc.models import Client
 from app.oidc.provider import Provider
 from app.oidc.tokens import KeyLookup, epoch
 from app.registry.models import Citizen
@@ -132,9 +130,8 @@ async def create_share(session: AsyncSession, provider: Provider, account: Accou
     citizen = await session.get(Citizen, subject.id_number)
     assert citizen is not None  # accounts.id_number references citizens
     if body.audience is not None:
-        # From this session, not the client cache (see release_read_lock).
-        client = await session.get(Client, body.audience)
-        if client is None or client.status != "approved":
+        client = await provider.clients.get(body.audience)
+        if client is None or not client.approved:
             raise ShareAudienceUnknown("Name an approved client, or no audience for any verifier.")
     chosen: list[str] = list(body.attributes)
     photo = await _photo_ref(session, subject.id_number) if "photo_ref" in chosen else None
@@ -143,7 +140,7 @@ async def create_share(session: AsyncSession, provider: Provider, account: Accou
     if body.document_id is not None:
         doc = await holder_document(session, subject, body.document_id)
         require_presentable(doc, today)
-        issuer = await session.get(Client, doc.issuer_client_id)
+        issuer = await provider.clients.get(doc.issuer_client_id)
         values["document"] = disclosed_document(doc, issuer.name if issuer else None)
         document_id = doc.id
     omitted = [name for name in chosen if name not in values]
@@ -162,7 +159,6 @@ async def create_share(session: AsyncSession, provider: Provider, account: Accou
     if body.audience is not None:
         claims["aud"] = body.audience
     disclosures = [sdjwt.make_disclosure(name, value) for name, value in values.items()]
-    await release_read_lock(session)
     jwt = await provider.keys.sign(
         sdjwt.issuer_payload(claims, disclosures, digests=DIGESTS), "ES256", now, typ=SHARE_TYP
     )
@@ -306,7 +302,6 @@ async def redeem(session: AsyncSession, provider: Provider, verifier: ClientPrin
         if share is None or share.form != "reference":
             raise ShareUnknown()
         compact = _signed_token(provider, share)
-        await release_read_lock(session)
     else:
         compact = token
     try:
