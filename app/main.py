@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,6 +24,7 @@ from app.core.db import make_engine, make_sessionmaker
 from app.core.deps import AppContext
 from app.core.errors import install_error_handlers, problem_response
 from app.core.http import BodySizeLimit
+from app.core.journal import Journal
 from app.core.observability import RequestContext
 from app.core.passwords import PasswordHasher
 from app.core.ratelimit import make_rate_limiter
@@ -41,8 +43,11 @@ from app.oidc.provider import Provider
 from app.registry.router import router as registry_router
 from app.sharing.router import me as sharing_me_router
 from app.sharing.router import router as sharing_router
+from app.verify.router import HOT_BODY_MODELS
+from app.verify.router import hot as verify_hot_router
 from app.verify.router import me as verify_me_router
 from app.verify.router import router as verify_router
+from app.verify.service import identity_lookup
 
 DESCRIPTION = """National electronic-identity service: the population registry, citizen accounts
 (level 1 self-registered, level 2 officer-assisted) and the OpenID Connect provider for
@@ -82,6 +87,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             live=LiveCheck(reader, settings.database_url, settings.database_pool_size),
         )
         await provider.live.start(engine)
+        if provider.live.raw_pool is not None:
+            provider.journal = Journal(provider.live.raw_pool)
+            provider.identity_lookup = identity_lookup(provider.live.raw_pool)
         await provider.keys.ensure(ctx.clock.now())
         app.state.oidc = provider
         stop = asyncio.Event()
@@ -91,6 +99,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             workers.append(
                 asyncio.create_task(delivery_loop(sessionmaker, gateway, keyring, settings, ctx.clock.now, stop))
             )
+        # Everything built so far lives as long as the process: keep it out of the cyclic
+        # garbage collector's full passes, which otherwise rescan it all and stall the event
+        # loop for ~100 ms under load (bench/token.py, verify_identity p99).
+        gc.freeze()
         try:
             yield
         finally:
@@ -101,6 +113,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                 worker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker
+            if provider.identity_lookup is not None:
+                await provider.identity_lookup.close()
+            if provider.journal is not None:
+                await provider.journal.close()
             await provider.http.aclose()
             await provider.live.close()
             if reader_engine is not engine:
@@ -134,7 +150,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
         app.include_router(demo_router)
         app.add_middleware(DemoHeader)
-    app.include_router(oidc_router)  # hot endpoints first: routes are matched in order
+    # Hot endpoints first: routes are matched in order, each included router in turn.
+    app.include_router(verify_hot_router)
+    app.include_router(oidc_router)
     app.include_router(registry_router)
     app.include_router(accounts_router)
     app.include_router(accounts_officer_router)
@@ -192,6 +210,7 @@ def _openapi_with_problems(app: FastAPI) -> dict[str, object]:
     if app.openapi_schema:
         return app.openapi_schema
     from fastapi.openapi.utils import get_openapi
+    from pydantic.json_schema import models_json_schema
 
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
@@ -202,6 +221,12 @@ def _openapi_with_problems(app: FastAPI) -> dict[str, object]:
                 responses["422"] = {"description": "Invalid input", "content": problem}
             responses.setdefault("default", {"description": "Problem details", "content": problem})
     components = schema.setdefault("components", {}).setdefault("schemas", {})
+    # Bodies that hot routes parse themselves are referenced by openapi_extra: add their schemas.
+    _, defs = models_json_schema(
+        [(model, "validation") for model in HOT_BODY_MODELS], ref_template="#/components/schemas/{model}"
+    )
+    for name, model_schema in defs.get("$defs", {}).items():
+        components.setdefault(name, model_schema)
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
     components["Problem"] = _PROBLEM_SCHEMA

@@ -7,6 +7,7 @@ REST endpoints answer RFC 9457 problem details (``application/problem+json``) wi
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import orjson
@@ -87,6 +88,17 @@ class InvalidInput(Problem):
     status, slug, title = 422, "validation", "The request has invalid fields"
 
 
+class ServiceUnavailable(Problem):
+    status, slug, title = 503, "unavailable", "Temporarily unavailable; nothing was done, retry later"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail, headers={"Retry-After": "1"})
+
+
+class MalformedJson(Problem):
+    status, slug, title = 400, "malformed-json", "The body is not valid JSON (UTF-8)"
+
+
 class UnsupportedMediaType(Problem):
     status, slug, title = 415, "unsupported-media-type", "Send application/json"
 
@@ -133,9 +145,9 @@ async def _oauth_handler(_request: Request, exc: Exception) -> Response:
     return exc.to_response()
 
 
-def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
+def field_errors(errors: Sequence[Any]) -> list[dict[str, str]]:
     fields = []
-    for err in exc.errors():
+    for err in errors:
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
         # Never echo the input back: it may be a password or an ID number.
         fields.append({"field": ".".join(loc) or "body", "message": str(err.get("msg", "invalid"))})
@@ -147,7 +159,7 @@ async def _validation_handler(_request: Request, exc: Exception) -> Response:
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
         return problem_response(400, "malformed-json", "The body is not valid JSON (UTF-8)")
-    return problem_response(422, "validation", "The request has invalid fields", errors=_field_errors(exc))
+    return problem_response(422, "validation", "The request has invalid fields", errors=field_errors(errors))
 
 
 async def _problem_handler(_request: Request, exc: Exception) -> Response:

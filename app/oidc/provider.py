@@ -9,7 +9,9 @@ from typing import Annotated, Any
 import httpx
 from fastapi import Depends, Request
 
+from app.core.batching import Batcher
 from app.core.deps import AppContext
+from app.core.journal import Journal
 from app.oidc.clients import ClientCache
 from app.oidc.keys import KeyStore
 from app.oidc.livecheck import LiveCheck, VerifiedTokens
@@ -24,6 +26,10 @@ class Provider:
     live: LiveCheck
     verified: VerifiedTokens = field(default_factory=VerifiedTokens)
     jwks_uri_cache: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
+    # Group commit of hot paths' audit and access-log rows (PostgreSQL only; None on SQLite).
+    journal: Journal | None = None
+    # Batched registry reads of /verify/identity (PostgreSQL only; app/verify/service.py).
+    identity_lookup: Batcher[str, Any] | None = None
 
     @property
     def issuer(self) -> str:

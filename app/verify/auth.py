@@ -48,14 +48,21 @@ async def current_client(request: Request) -> ClientCaller:
     return ClientCaller(client, frozenset(claims.get("scope", "").split()))
 
 
+def check_scope(caller: ClientCaller, any_of: tuple[str, ...]) -> ClientCaller:
+    if caller.scopes.isdisjoint(any_of):
+        raise Forbidden(f"This needs one of the scopes: {' '.join(any_of)}.", required_scope=" ".join(any_of))
+    return caller
+
+
 def require_client_scope(*any_of: str) -> Callable[..., Awaitable[ClientCaller]]:
     async def dependency(caller: Annotated[ClientCaller, Depends(current_client)]) -> ClientCaller:
-        if not caller.scopes & set(any_of):
-            raise Forbidden(f"This needs one of the scopes: {' '.join(any_of)}.", required_scope=" ".join(any_of))
-        return caller
+        return check_scope(caller, any_of)
 
     return dependency
 
 
-VerifyCaller = Annotated[ClientCaller, Depends(require_client_scope("verify", "ekyc"))]
+VERIFY_SCOPES = ("verify", "ekyc")
+
+
+VerifyCaller = Annotated[ClientCaller, Depends(require_client_scope(*VERIFY_SCOPES))]
 EkycCaller = Annotated[ClientCaller, Depends(require_client_scope("ekyc"))]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
+import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account, AccountStatus
@@ -16,9 +17,9 @@ from app.consent.models import Consent, ConsentKind, LegalBasis
 from app.consent.service import record_disclosure
 from app.core import audit
 from app.core.audit import Actor
-from app.core.context import request_id_var
-from app.core.errors import InvalidInput, NotFound, Problem
-from app.core.privacy import mask_id_number
+from app.core.batching import Batcher
+from app.core.errors import InvalidInput, NotFound, Problem, ServiceUnavailable
+from app.core.journal import AccessRow, AuditRow
 from app.core.schemas import fold_name
 from app.documents.service import document_status
 from app.oidc.claims import ACR_LEVEL, pairwise_sub, registry_claims
@@ -36,6 +37,8 @@ from app.verify.schemas import (
     IdentityQuery,
     IdentityResult,
 )
+
+log = logging.getLogger("eid.verify")
 
 EKYC_TTL = dt.timedelta(minutes=10)
 EKYC_RESULT_TTL = dt.timedelta(minutes=5)
@@ -64,18 +67,20 @@ class _Record:
     account_level: int | None
 
 
-_PG_RECORD = (
-    "SELECT c.full_name, c.date_of_birth, c.sex, c.phone, a.status, a.level"
-    " FROM citizens c LEFT JOIN accounts a ON a.id_number = c.id_number WHERE c.id_number = $1"
+_PG_RECORDS = (
+    "SELECT c.id_number, c.full_name, c.date_of_birth, c.sex, c.phone, a.status, a.level"
+    " FROM citizens c LEFT JOIN accounts a ON a.id_number = c.id_number WHERE c.id_number = ANY($1::varchar[])"
 )
-# The audit row and (when the person exists) the access-log row, in one atomic statement.
-_PG_RECORD_CALL = (
-    "WITH audit AS (INSERT INTO audit_events (at, actor_type, actor_id, action, target, outcome, request_id, detail)"
-    " VALUES ($1, 'client', $2, 'verify.identity', $3, $4, $5, $6::json))"
-    " INSERT INTO access_log (id_number, at, recipient_type, recipient_id, recipient_name, channel, categories,"
-    " legal_basis, consent_id, request_id)"
-    " SELECT $7, $1, 'client', $2, $8, 'verify', $9::json, 'law', NULL, $5 WHERE $10"
-)
+
+
+def identity_lookup(pool: Any) -> Batcher[str, _Record | None]:
+    """The registry records of concurrent identity checks, read in one statement per batch."""
+
+    async def read(id_numbers: list[str]) -> list[_Record | None]:
+        found = {row[0]: _Record(*row[1:]) for row in await pool.fetch(_PG_RECORDS, list(set(id_numbers)))}
+        return [found.get(id_number) for id_number in id_numbers]
+
+    return Batcher("identity-lookup", read, ServiceUnavailable)
 
 
 def compare(
@@ -108,61 +113,69 @@ def compare(
 
 
 async def verify_identity(
-    provider: Provider, session: AsyncSession, caller: ClientInfo, query: IdentityQuery, now: dt.datetime
+    provider: Provider, caller: ClientInfo, query: IdentityQuery, now: dt.datetime
 ) -> IdentityResult:
     given = query.model_dump(exclude={"id_number", "match"}, exclude_none=True)
     if not given:
         raise InvalidInput("Send at least one attribute to compare besides the ID number.")
-    pool = provider.live.raw_pool
-    record: _Record | None
-    if pool is not None:
-        # PostgreSQL: two round trips on the raw pool (read, then the audit and access-log rows
-        # in one statement), no ORM: this is a bank's hot path (bench/token.py).
-        row = await pool.fetchrow(_PG_RECORD, query.id_number)
-        record = _Record(*row) if row is not None else None
-    else:
-        found = (
-            await session.execute(
-                select(
-                    Citizen.full_name, Citizen.date_of_birth, Citizen.sex, Citizen.phone, Account.status, Account.level
-                )
-                .outerjoin(Account, Account.id_number == Citizen.id_number)
-                .where(Citizen.id_number == query.id_number)
-            )
-        ).first()
-        record = _Record(*found) if found is not None else None
-    result, attributes = compare(query, given, record)
     categories = [f"match:{n}" for n in given]
-    if pool is not None:
-        await pool.execute(
-            _PG_RECORD_CALL, now, caller.client_id, mask_id_number(query.id_number), result, request_id_var.get(),
-            json.dumps({"attributes": sorted(given)}), query.id_number, caller.name, json.dumps(categories), record is not None,
+    audit_detail = {"attributes": sorted(given)}
+    journal, lookup = provider.journal, provider.identity_lookup
+    record: _Record | None
+    if journal is not None and lookup is not None:
+        # PostgreSQL, a bank's hot path (bench/token.py): the registry read and then the audit
+        # and access-log rows, each batched with concurrent calls' (app/core/batching.py).
+        record = await lookup.submit(query.id_number)
+        result, attributes = compare(query, given, record)
+        await journal.write(
+            AuditRow(now, "client", caller.client_id, "verify.identity", query.id_number, result, audit_detail),
+            # The caller learns whether its data matches the registry: a disclosure, logged.
+            AccessRow(
+                query.id_number, now, "client", caller.client_id, caller.name, "verify", categories,
+                LegalBasis.law.value, None,
+            ) if record is not None else None,
         )  # fmt: skip
     else:
-        audit.record(
-            session,
-            actor=Actor("client", caller.client_id),
-            action="verify.identity",
-            outcome=result,
-            now=now,
-            target_id_number=query.id_number,
-            detail={"attributes": sorted(given)},
-        )
-        if record is not None:
-            # The caller learns whether its data matches the registry: a disclosure, logged.
-            record_disclosure(
+        async with provider.ctx.sessionmaker() as session:
+            found = (
+                await session.execute(
+                    select(
+                        Citizen.full_name, Citizen.date_of_birth, Citizen.sex, Citizen.phone,
+                        Account.status, Account.level,
+                    )
+                    .outerjoin(Account, Account.id_number == Citizen.id_number)
+                    .where(Citizen.id_number == query.id_number)
+                )
+            ).first()  # fmt: skip
+            record = _Record(*found) if found is not None else None
+            result, attributes = compare(query, given, record)
+            audit.record(
                 session,
-                id_number=query.id_number,
-                recipient_type="client",
-                recipient_id=caller.client_id,
-                recipient_name=caller.name,
-                channel="verify",
-                categories=categories,
-                legal_basis=LegalBasis.law,
-                consent_id=None,
+                actor=Actor("client", caller.client_id),
+                action="verify.identity",
+                outcome=result,
                 now=now,
+                target_id_number=query.id_number,
+                detail=audit_detail,
             )
-        await session.commit()
+            if record is not None:
+                record_disclosure(
+                    session,
+                    id_number=query.id_number,
+                    recipient_type="client",
+                    recipient_id=caller.client_id,
+                    recipient_name=caller.name,
+                    channel="verify",
+                    categories=categories,
+                    legal_basis=LegalBasis.law,
+                    consent_id=None,
+                    now=now,
+                )
+            try:
+                await session.commit()
+            except SQLAlchemyError:
+                log.error("verify.identity could not be recorded; not answered")
+                raise ServiceUnavailable("The call could not be recorded, so it was not answered.") from None
     if result != "match" or record is None:
         return IdentityResult(result=result, attributes=attributes, assurance_level=None, account_status=None)
     status = record.account_status or "none"

@@ -1,0 +1,85 @@
+"""Coalescing of concurrent calls into one database round trip (group commit, batched reads).
+
+While one batch is in flight, new items queue; when it returns, everything that queued
+meanwhile goes as the next batch. Nothing waits for a timer: an idle process sends each item
+alone, a busy one sends them together, so a round trip's fixed cost (a statement, a commit,
+a WAL flush) is shared by the calls that arrived during the previous one. Each caller awaits
+its own item's outcome; when a batch fails, every caller in it gets the error.
+
+Only the calls in flight are held, never state across requests: a stopping process has only
+items of calls not yet answered, and those callers see the connection drop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+log = logging.getLogger("eid.batching")
+
+
+class Batcher(Generic[T, R]):
+    """``await batcher.submit(item)`` → that item's result from ``run(batch)``, which answers one
+    result per item, in order (or raises for the whole batch)."""
+
+    def __init__(
+        self,
+        name: str,
+        run: Callable[[list[T]], Awaitable[Sequence[R]]],
+        error: Callable[[], Exception],
+        max_batch: int = 500,
+    ) -> None:
+        self._name = name
+        self._run = run
+        self._error = error
+        self._max = max_batch
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._worker: asyncio.Task[None] | None = None
+
+    async def submit(self, item: T) -> R:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[R] = loop.create_future()
+        self._pending.append((item, done))
+        if self._worker is None:
+            self._worker = loop.create_task(self._drain())
+        # Shielded: a caller that goes away does not cancel its item (nor the others').
+        return await asyncio.shield(done)
+
+    async def _drain(self) -> None:
+        batch: list[tuple[T, asyncio.Future[R]]] = []
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[: self._max], self._pending[self._max :]
+                try:
+                    results = await self._run([item for item, _ in batch])
+                    if len(results) != len(batch):
+                        raise RuntimeError(f"{len(results)} results for {len(batch)} items")
+                except Exception as exc:  # the database is down, or refused the batch
+                    log.error("%s: a batch of %d call(s) failed: %s", self._name, len(batch), type(exc).__name__)
+                    self._fail(batch)
+                    continue
+                for (_, done), result in zip(batch, results, strict=True):
+                    if not done.done():
+                        done.set_result(result)
+        finally:
+            self._worker = None
+            # Cancelled mid-batch (shutdown): nobody waits forever.
+            self._fail(batch)
+            self._fail(self._pending)
+            self._pending = []
+
+    def _fail(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        for _, done in batch:
+            if not done.done():
+                done.set_exception(self._error())
+                done.exception()  # retrieved here too: its caller may have gone
+
+    async def close(self) -> None:
+        """Let the batch in flight (and what queued behind it) finish."""
+        if self._worker is not None:
+            await asyncio.shield(self._worker)

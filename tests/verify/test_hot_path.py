@@ -1,0 +1,197 @@
+"""The identity check is a bank's hot path: its body is parsed by hand and, on PostgreSQL, its
+registry reads and its audit/access-log writes are batched across concurrent calls. Same
+answers as any other route, one answer per call, and never an answer whose rows were not
+recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from app.core.batching import Batcher
+from app.registry.idnumber import Sex
+from tests.support import Harness
+from tests.verify.test_verify_and_ekyc import bank
+
+
+async def test_concurrent_checks_each_get_their_own_answer_and_rows(env: Harness) -> None:
+    client_id, h = await bank(env)
+    people = [await env.citizen(full_name=f"Trần Văn Số {i}", sex=Sex.male) for i in range(4)]
+    unknown = people[0]["id_number"][:-6] + "000000"
+    asks: list[tuple[dict[str, Any], str]] = []
+    for i in range(30):
+        c = people[i % 4]
+        if i % 3 == 0:
+            asks.append(({"id_number": c["id_number"], "full_name": c["full_name"]}, "match"))
+        elif i % 3 == 1:
+            asks.append(({"id_number": c["id_number"], "full_name": people[(i + 1) % 4]["full_name"]}, "no_match"))
+        else:
+            asks.append(({"id_number": unknown, "full_name": c["full_name"]}, "no_match"))
+    answers = await asyncio.gather(*(env.client.post("/verify/identity", json=b, headers=h) for b, _ in asks))
+    for (body, expected), answer in zip(asks, answers, strict=True):
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["result"] == expected, body
+    # One audit row per call, one access-log row per call about a person who exists.
+    audited = "action = 'verify.identity' AND actor_id = :c"
+    assert await env.count("audit_events", audited, c=client_id) == 30
+    assert await env.count("access_log", "channel = 'verify' AND recipient_id = :c", c=client_id) == 20
+    for k, c in enumerate(people):
+        expected = sum(1 for i in range(30) if i % 4 == k and i % 3 != 2)
+        logged = "recipient_id = :c AND id_number = :i"
+        assert await env.count("access_log", logged, c=client_id, i=c["id_number"]) == expected
+    assert await env.count("access_log", "id_number = :i", i=unknown) == 0
+
+
+async def test_a_call_that_cannot_be_recorded_is_not_answered(env: Harness) -> None:
+    """When its access-log row cannot be written, the call answers 503 and leaves no row at
+    all (not even its audit row): the batch is one statement."""
+    client_id, h = await bank(env)
+    c = await env.citizen()
+    body = {"id_number": c["id_number"], "full_name": c["full_name"]}
+    assert "'" not in client_id
+    if env.backend == "postgresql":
+        create = [
+            "CREATE FUNCTION eid_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            f" IF NEW.recipient_id = '{client_id}' THEN RAISE EXCEPTION 'refused by test'; END IF;"
+            " RETURN NEW; END $$",
+            "CREATE TRIGGER eid_test_refuse BEFORE INSERT ON access_log"
+            " FOR EACH ROW EXECUTE FUNCTION eid_test_refuse()",
+        ]
+        drop = ["DROP TRIGGER eid_test_refuse ON access_log", "DROP FUNCTION eid_test_refuse()"]
+    else:
+        create = [
+            "CREATE TRIGGER eid_test_refuse BEFORE INSERT ON access_log"
+            f" WHEN NEW.recipient_id = '{client_id}' BEGIN SELECT RAISE(ABORT, 'refused by test'); END"
+        ]
+        drop = ["DROP TRIGGER eid_test_refuse"]
+
+    async def run(statements: list[str]) -> None:
+        async with env.ctx.sessionmaker() as session:
+            for statement in statements:
+                await session.execute(text(statement))
+            await session.commit()
+
+    await run(create)
+    try:
+        refused = await env.client.post("/verify/identity", json=body, headers=h)
+    finally:
+        await run(drop)
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["type"] == "urn:eid:problem:unavailable" and "result" not in refused.json()
+    assert refused.headers["retry-after"] == "1"
+    assert await env.count("audit_events", "actor_id = :c", c=client_id) == 0
+    assert await env.count("access_log", "recipient_id = :c", c=client_id) == 0
+    # The next call is recorded and answered again.
+    again = await env.client.post("/verify/identity", json=body, headers=h)
+    assert again.status_code == 200 and again.json()["result"] == "match"
+    assert await env.count("audit_events", "actor_id = :c", c=client_id) == 1
+
+
+VALID = {"id_number": "001090123456", "full_name": "Nguyễn Văn An", "date_of_birth": "1990-05-17"}
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "problem"),
+    [
+        (b'{"id_number": "0010', "application/json", 400, "malformed-json"),
+        (b"\xff\xfe{not utf8}", "application/json", 400, "malformed-json"),
+        (b"", "application/json", 422, "validation"),
+        (b"[]", "application/json", 422, "validation"),
+        (b"null", "application/json", 422, "validation"),
+        (json.dumps({**VALID, "extra": 1}).encode(), "application/json", 422, "validation"),
+        (json.dumps({**VALID, "date_of_birth": "1990-13-45"}).encode(), "application/json", 422, "validation"),
+        (json.dumps({**VALID, "id_number": 1090123456}).encode(), "application/json", 422, "validation"),
+        (json.dumps({**VALID, "sex": "unknown"}).encode(), "application/json", 422, "validation"),
+        (json.dumps({**VALID, "match": "fuzzy"}).encode(), "application/json", 422, "validation"),
+        (b'{"id_number": "001090123456", "full_name": "\\ud800"}', "application/json", 422, "validation"),
+        (json.dumps(VALID).encode(), "text/plain", 415, "unsupported-media-type"),
+    ],
+)
+async def test_bad_bodies_get_the_same_problems_as_elsewhere(
+    env: Harness, body: bytes, content_type: str, status: int, problem: str
+) -> None:
+    _, h = await bank(env)
+    before = await env.count("audit_events", "action = 'verify.identity'")
+    resp = await env.client.post("/verify/identity", content=body, headers={**h, "content-type": content_type})
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert resp.json()["type"] == f"urn:eid:problem:{problem}"
+    assert "Nguyễn" not in resp.text  # never echoed
+    assert await env.count("audit_events", "action = 'verify.identity'") == before
+
+
+async def test_bad_bodies_name_the_fields(env: Harness) -> None:
+    _, h = await bank(env)
+    resp = await env.client.post("/verify/identity", json={**VALID, "phone": "12", "extra": 1}, headers=h)
+    assert resp.status_code == 422
+    assert {e["field"] for e in resp.json()["errors"]} == {"phone", "extra"}
+
+
+async def test_the_caller_is_checked_before_the_body_is_read(env: Harness) -> None:
+    resp = await env.client.post("/verify/identity", content=b"{not json", headers={"content-type": "application/json"})
+    assert resp.status_code == 401 and resp.headers["www-authenticate"].startswith("Bearer")
+
+
+# The batching primitive itself (no database): how items are grouped and answered.
+
+
+async def test_batcher_groups_what_arrives_during_a_round_trip() -> None:
+    batches: list[list[int]] = []
+    release = asyncio.Event()
+
+    async def run(items: list[int]) -> list[int]:
+        batches.append(items)
+        if len(batches) == 1:
+            await release.wait()
+        return [i * 10 for i in items]
+
+    batcher: Batcher[int, int] = Batcher("test", run, lambda: RuntimeError("down"))
+    first = asyncio.ensure_future(batcher.submit(1))
+    await asyncio.sleep(0)
+    rest = [asyncio.ensure_future(batcher.submit(i)) for i in range(2, 7)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await first == 10
+    assert await asyncio.gather(*rest) == [20, 30, 40, 50, 60]
+    assert batches == [[1], [2, 3, 4, 5, 6]]
+
+
+async def test_batcher_fails_every_caller_of_a_failed_batch_and_recovers() -> None:
+    calls = 0
+
+    async def run(items: list[int]) -> list[int]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise OSError("connection lost")
+        return items
+
+    batcher: Batcher[int, int] = Batcher("test", run, lambda: RuntimeError("down"))
+    results = await asyncio.gather(batcher.submit(1), batcher.submit(2), return_exceptions=True)
+    assert [type(r) for r in results] == [RuntimeError, RuntimeError]
+    assert await batcher.submit(3) == 3
+
+
+async def test_a_caller_that_goes_away_does_not_cancel_its_batch() -> None:
+    written: list[int] = []
+    release = asyncio.Event()
+
+    async def run(items: list[int]) -> list[None]:
+        await release.wait()
+        written.extend(items)
+        return [None] * len(items)
+
+    batcher: Batcher[int, None] = Batcher("test", run, lambda: RuntimeError("down"))
+    leaving = asyncio.ensure_future(batcher.submit(1))
+    staying = asyncio.ensure_future(batcher.submit(2))
+    await asyncio.sleep(0)
+    leaving.cancel()
+    release.set()
+    await staying
+    await batcher.close()
+    assert written == [1, 2]
