@@ -86,6 +86,7 @@ DEFAULT_OUTPUT = ROOT / "bench" / "results" / "token.json"
 REDIRECT = "https://portal.bench.example.gov.vn/callback"
 CITIZEN_PASSWORD = "bench citizen passphrase 2026"
 TARGETS = {"client_credentials": 0.40, "introspection": 0.50}
+VERIFY_PEOPLE = 10_000  # distinct registry records the identity checks ask about
 
 # wrk's ``done`` hook: one JSON line with everything the table needs (latencies in µs).
 LUA_DONE = r"""
@@ -108,12 +109,33 @@ class Endpoint:
     path: str
     headers: dict[str, str] = field(default_factory=dict)
     body: str | None = None
+    # Bodies that vary per request: ``body`` with ``{id_number}`` replaced by each of these in
+    # turn, in an order each wrk thread shuffles with its own seed.
+    id_numbers: tuple[str, ...] = ()
 
     def lua(self) -> str:
         lines = [f"wrk.method = {_lua_str(self.method)}"]
-        if self.body is not None:
+        if self.body is not None and not self.id_numbers:
             lines.append(f"wrk.body = {_lua_str(self.body)}")
         lines += [f"wrk.headers[{_lua_str(k)}] = {_lua_str(v)}" for k, v in self.headers.items()]
+        if self.id_numbers:
+            assert self.body is not None and self.body.count("{id_number}") == 1
+            head, tail = self.body.split("{id_number}")
+            lines += [
+                "local ids = {" + ",".join(_lua_str(i) for i in self.id_numbers) + "}",
+                "local threads = 0",
+                "setup = function(thread) threads = threads + 1; thread:set('seed', threads * 7919) end",
+                # Requests are built once per thread, in a random order, so that building them
+                # does not take CPU from the server under load.
+                "local reqs, n = {}, 0",
+                "init = function(args)",
+                "  math.randomseed(seed)",
+                "  for i = #ids, 2, -1 do local j = math.random(i); ids[i], ids[j] = ids[j], ids[i] end",
+                f"  for i, id in ipairs(ids) do reqs[i] = wrk.format(nil, nil, nil, {_lua_str(head)} .. id .."
+                f" {_lua_str(tail)}) end",
+                "end",
+                "request = function() n = n % #reqs + 1; return reqs[n] end",
+            ]
         return "\n".join(lines) + "\n" + LUA_DONE
 
 
@@ -132,6 +154,8 @@ class Seeded:
     portal_id: str
     portal_secret: str
     id_number: str
+    # Registry records (no account) that verify_identity asks about, one at random per call.
+    others: tuple[str, ...]
 
 
 # ---------------------------------------------------------------------------- database
@@ -168,7 +192,7 @@ async def seed(settings: Settings) -> Seeded:
     from app.core.passwords import PasswordHasher
     from app.oidc.clients import create_client
     from app.oidc.keys import KeyStore
-    from app.registry.idnumber import Sex, make_id_number
+    from app.registry.idnumber import PROVINCES, Sex, make_id_number
     from app.registry.models import Citizen
 
     engine = make_engine(settings)
@@ -195,6 +219,7 @@ async def seed(settings: Settings) -> Seeded:
             assert secret is not None
             made[key] = (client.client_id, secret)
         dob = dt.date(1990, 5, 17)
+        provinces = sorted(PROVINCES)
         id_number = make_id_number("001", Sex.male, dob, secrets.randbelow(1_000_000))
         password_hash = await PasswordHasher(settings).hash(CITIZEN_PASSWORD)
         async with sessionmaker() as session:
@@ -214,9 +239,22 @@ async def seed(settings: Settings) -> Seeded:
                 )
             )  # fmt: skip
             await session.commit()
+        others = tuple(
+            make_id_number(provinces[i % len(provinces)], Sex.male, dob, serial)
+            for i, serial in enumerate(secrets.SystemRandom().sample(range(1_000_000), VERIFY_PEOPLE))
+        )
+        async with sessionmaker() as session:
+            session.add_all(
+                Citizen(
+                    id_number=other, full_name="Nguyễn Văn An", date_of_birth=dob, sex="male",
+                    birth_province=other[:3], residence="Hà Nội", created_at=now, updated_at=now,
+                )
+                for other in others if other != id_number
+            )  # fmt: skip
+            await session.commit()
     finally:
         await engine.dispose()
-    return Seeded(*made["bank"], *made["rs"], *made["portal"], id_number)
+    return Seeded(*made["bank"], *made["rs"], *made["portal"], id_number, tuple(o for o in others if o != id_number))
 
 
 # ---------------------------------------------------------------------------- server
@@ -443,7 +481,8 @@ def build_endpoints(base_url: str, s: Seeded) -> list[Endpoint]:
             "POST",
             "/verify/identity",
             {"Content-Type": "application/json", "Authorization": f"Bearer {bank_token}"},
-            json.dumps({"id_number": s.id_number, "full_name": "Nguyễn Văn An", "date_of_birth": "1990-05-17"}),
+            json.dumps({"id_number": "{id_number}", "full_name": "Nguyễn Văn An", "date_of_birth": "1990-05-17"}),
+            id_numbers=s.others,
         ),
         Endpoint(
             "introspection_user_token",
@@ -458,7 +497,8 @@ def build_endpoints(base_url: str, s: Seeded) -> list[Endpoint]:
 def check(base_url: str, ep: Endpoint) -> None:
     """One request, and its answer must be the real thing (not an error the load would hide)."""
     with httpx.Client(base_url=base_url, timeout=10.0) as http:
-        resp = http.request(ep.method, ep.path, headers=ep.headers, content=ep.body)
+        content = ep.body.replace("{id_number}", ep.id_numbers[0]) if ep.id_numbers and ep.body else ep.body
+        resp = http.request(ep.method, ep.path, headers=ep.headers, content=content)
     body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
     ok = (
         resp.status_code == 200
@@ -723,7 +763,7 @@ def main() -> int:
                 "client_credentials": "POST /token grant_type=client_credentials scope=verify, client_secret_basic",
                 "introspection": "POST /introspect of the bank's client_credentials token, by a resource server",
                 "userinfo": "GET /userinfo with a citizen's openid profile token (from the real login flow)",
-                "verify_identity": "POST /verify/identity (a bank's token; match on name and birth date; audited and access-logged)",
+                "verify_identity": f"POST /verify/identity (a bank's token; match on name and birth date of one of {VERIFY_PEOPLE:,} people at random; audited and access-logged)",
                 "introspection_user_token": "POST /introspect of the citizen's token (grant and account checked)",
             },
             "results": rows,

@@ -19,6 +19,7 @@ from app.core import audit
 from app.core.audit import Actor
 from app.core.context import request_id_var
 from app.core.errors import NotFound
+from app.core.journal import AccessRow, AuditRow
 from app.oidc.models import Grant
 
 
@@ -47,6 +48,24 @@ def record_disclosure(
             legal_basis=legal_basis.value, consent_id=consent_id, request_id=request_id_var.get(),
         )
     )  # fmt: skip
+
+
+def add_call_rows(session: AsyncSession, audit_row: AuditRow, access_row: AccessRow | None) -> None:
+    """A read-only call's audit row and (when something was disclosed) access-log row, added to
+    the caller's transaction: the ORM path, where the group-commit journal is not used
+    (SQLite; app/core/journal.py on PostgreSQL writes the same rows)."""
+    audit.record(
+        session, actor=Actor(audit_row.actor_type, audit_row.actor_id), action=audit_row.action,
+        outcome=audit_row.outcome, now=audit_row.at, target_id_number=audit_row.target_id_number,
+        detail=audit_row.detail,
+    )  # fmt: skip
+    if access_row is not None:
+        record_disclosure(
+            session, id_number=access_row.id_number, recipient_type=access_row.recipient_type,
+            recipient_id=access_row.recipient_id, recipient_name=access_row.recipient_name,
+            channel=access_row.channel, categories=access_row.categories,
+            legal_basis=LegalBasis(access_row.legal_basis), consent_id=access_row.consent_id, now=access_row.at,
+        )  # fmt: skip
 
 
 async def access_log(

@@ -47,8 +47,8 @@ class Batcher(Generic[T, R]):
         self._pending.append((item, done))
         if self._worker is None:
             self._worker = loop.create_task(self._drain())
-        # Shielded: a caller that goes away does not cancel its item (nor the others').
-        return await asyncio.shield(done)
+        # A caller that goes away cancels only its own future: its item stays in its batch.
+        return await done
 
     async def _drain(self) -> None:
         batch: list[tuple[T, asyncio.Future[R]]] = []

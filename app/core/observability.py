@@ -3,10 +3,11 @@ print full ID numbers from paths such as /registry/citizens/{id_number})."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
+import secrets
 import time
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -15,6 +16,16 @@ from app.core.privacy import ScrubFilter, scrub
 
 access_log = logging.getLogger("eid.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+# Request IDs need to be unique, not secret: a random prefix per process and a counter (no
+# system call per request; REFERENCE.md has what system calls cost on these machines).
+_ID_PREFIX = secrets.token_hex(8)
+_ID_COUNTER = itertools.count(1)
+
+
+def _new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 class RequestContext:
@@ -26,7 +37,7 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         incoming = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if _SAFE_ID.match(incoming) else _new_request_id()
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
@@ -54,6 +65,12 @@ class RequestContext:
 
 
 def configure_logging(level: str = "INFO") -> None:
+    # Nothing we log shows the thread, process or source line: do not collect them for every
+    # record (the Logging HOWTO's "Optimization"; the source line costs a stack walk).
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     handler.addFilter(ScrubFilter())

@@ -19,10 +19,11 @@ from starlette.responses import Response
 
 from app.accounts.models import Account, AccountStatus
 from app.consent.models import LegalBasis
-from app.consent.service import record_disclosure
+from app.consent.service import add_call_rows
 from app.core import audit
 from app.core.audit import Actor
 from app.core.errors import OAuthError, invalid_token
+from app.core.journal import AccessRow, AuditRow
 from app.documents.service import documents_claim
 from app.oidc import grants
 from app.oidc.claims import ACR_LEVEL, SCOPE_CLAIMS, SUPPORTED_CLAIMS, registry_claims
@@ -289,23 +290,23 @@ async def userinfo(request: Request) -> Response:
             body["documents"] = await documents_claim(session, citizen.id_number, provider.ctx.clock.today())
         if "act" in claims:
             body["act"] = claims["act"]
-        audit.record(
-            session,
-            actor=Actor("client", client.client_id),
-            action="oidc.userinfo",
-            outcome="ok",
-            now=now,
-            target_id_number=citizen.id_number,
-            detail={"claims": sorted(k for k in body if k != "sub")},
-        )
+        audit_row = AuditRow(
+            now, "client", client.client_id, "oidc.userinfo", citizen.id_number, "ok",
+            {"claims": sorted(k for k in body if k != "sub")},
+        )  # fmt: skip
         released = [s for s in scopes if s != "openid" and any(c in body for c in SCOPE_CLAIMS.get(s, ()))]
-        if released:
-            record_disclosure(
-                session, id_number=citizen.id_number, recipient_type="client", recipient_id=client.client_id,
-                recipient_name=client.name, channel="userinfo", categories=released, legal_basis=LegalBasis.consent,
-                consent_id=row.Grant.consent_id, now=now,
-            )  # fmt: skip
-        await session.commit()
+        access_row = (
+            AccessRow(
+                citizen.id_number, now, "client", client.client_id, client.name, "userinfo", released,
+                LegalBasis.consent.value, row.Grant.consent_id,
+            ) if released else None
+        )  # fmt: skip
+        if provider.journal is None:
+            add_call_rows(session, audit_row, access_row)
+            await session.commit()
+    if provider.journal is not None:
+        # PostgreSQL: the rows of concurrent calls in one commit; answered once they are durable.
+        await provider.journal.write(audit_row, access_row)
     return json_response(body, headers=NO_STORE)
 
 

@@ -64,6 +64,12 @@ class LiveCheck:
         return self._listening
 
     @property
+    def dsn(self) -> str:
+        """The database for raw asyncpg connections (PostgreSQL only)."""
+        assert self._dsn is not None
+        return self._dsn
+
+    @property
     def raw_pool(self) -> Any:
         """The raw asyncpg pool (PostgreSQL only) for single-statement hot paths; else None."""
         return self._pool

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 from fastapi import Depends, Request
 
-from app.core.batching import Batcher
 from app.core.deps import AppContext
 from app.core.journal import Journal
 from app.oidc.clients import ClientCache
 from app.oidc.keys import KeyStore
 from app.oidc.livecheck import LiveCheck, VerifiedTokens
+
+if TYPE_CHECKING:
+    from app.verify.service import IdentityChecks
 
 
 @dataclass
@@ -28,8 +30,8 @@ class Provider:
     jwks_uri_cache: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
     # Group commit of hot paths' audit and access-log rows (PostgreSQL only; None on SQLite).
     journal: Journal | None = None
-    # Batched registry reads of /verify/identity (PostgreSQL only; app/verify/service.py).
-    identity_lookup: Batcher[str, Any] | None = None
+    # /verify/identity calls, batched (PostgreSQL only; app/verify/service.py).
+    identity_checks: IdentityChecks | None = None
 
     @property
     def issuer(self) -> str:

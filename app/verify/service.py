@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import asyncpg
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account, AccountStatus
 from app.consent.models import Consent, ConsentKind, LegalBasis
-from app.consent.service import record_disclosure
+from app.consent.service import add_call_rows, record_disclosure
 from app.core import audit
 from app.core.audit import Actor
-from app.core.batching import Batcher
+from app.core.context import request_id_var
 from app.core.errors import InvalidInput, NotFound, Problem, ServiceUnavailable
-from app.core.journal import AccessRow, AuditRow
+from app.core.journal import JOURNAL_CTES, AccessRow, AuditRow, JournalRows, journal_params, journal_rows
 from app.core.schemas import fold_name
 from app.documents.service import document_status
 from app.oidc.claims import ACR_LEVEL, pairwise_sub, registry_claims
@@ -67,20 +69,124 @@ class _Record:
     account_level: int | None
 
 
-_PG_RECORDS = (
-    "SELECT c.id_number, c.full_name, c.date_of_birth, c.sex, c.phone, a.status, a.level"
-    " FROM citizens c LEFT JOIN accounts a ON a.id_number = c.id_number WHERE c.id_number = ANY($1::varchar[])"
+@dataclass(frozen=True, slots=True)
+class _Check:
+    caller: ClientInfo
+    query: IdentityQuery
+    given: dict[str, Any]
+    now: dt.datetime
+    request_id: str | None
+
+
+_Outcome = tuple[str, dict[str, AttributeResult], _Record | None]
+# One round trip: the audit and access-log rows of the previous batch ($1, $2) and the
+# registry records of this one ($3).
+_PG_RECORD_AND_JOURNAL = JOURNAL_CTES + (  # noqa: S608 (constant text; every value is a bound parameter)
+    " SELECT c.id_number, c.full_name, c.date_of_birth, c.sex, c.phone, a.status, a.level FROM citizens c"
+    " LEFT JOIN accounts a ON a.id_number = c.id_number WHERE c.id_number = ANY($3::varchar[])"
 )
 
 
-def identity_lookup(pool: Any) -> Batcher[str, _Record | None]:
-    """The registry records of concurrent identity checks, read in one statement per batch."""
+class IdentityChecks:
+    """Concurrent identity checks on PostgreSQL, in batches (app/core/batching.py explains the
+    principle). A check needs its registry record read, then its audit and access-log rows
+    committed, before it is answered: two round trips. They overlap with the neighbouring
+    batches: each statement commits the rows of the batch before and reads the records of
+    the batch after, so a busy process sends one statement per batch, not two. A check is
+    answered only after the statement holding its rows has committed; when a statement fails,
+    the checks whose rows it held and those it was reading for all answer 503."""
 
-    async def read(id_numbers: list[str]) -> list[_Record | None]:
-        found = {row[0]: _Record(*row[1:]) for row in await pool.fetch(_PG_RECORDS, list(set(id_numbers)))}
-        return [found.get(id_number) for id_number in id_numbers]
+    def __init__(self, dsn: str, max_batch: int = 500) -> None:
+        # Its own connection: one statement is in flight at a time, and a pool's acquire and
+        # release would cost more CPU than the statement itself (bench/token.py).
+        self._dsn = dsn
+        self._conn: Any = None
+        self._max = max_batch
+        self._pending: list[tuple[_Check, asyncio.Future[_Outcome]]] = []
+        self._worker: asyncio.Task[None] | None = None
 
-    return Batcher("identity-lookup", read, ServiceUnavailable)
+    async def submit(self, check: _Check) -> _Outcome:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[_Outcome] = loop.create_future()
+        self._pending.append((check, done))
+        if self._worker is None:
+            self._worker = loop.create_task(self._drain())
+        return await done
+
+    async def _drain(self) -> None:
+        # Checks decided in the previous round trip, whose rows the next one commits.
+        decided: list[tuple[JournalRows, asyncio.Future[_Outcome], _Outcome]] = []
+        batch: list[tuple[_Check, asyncio.Future[_Outcome]]] = []
+        try:
+            while self._pending or decided:
+                batch, self._pending = self._pending[: self._max], self._pending[self._max :]
+                audits, accesses = journal_params([rows for rows, _, _ in decided])
+                wanted = list({check.query.id_number for check, _ in batch})
+                try:
+                    if self._conn is None or self._conn.is_closed():
+                        self._conn = await asyncpg.connect(self._dsn, timeout=5)
+                    found = await self._conn.fetch(_PG_RECORD_AND_JOURNAL, audits, accesses, wanted)
+                except Exception as exc:  # the database is down, or refused the rows
+                    log.error("identity checks: a round trip failed: %s", type(exc).__name__)
+                    await self._drop_connection()
+                    _fail([done for _, done, _ in decided] + [done for _, done in batch])
+                    decided, batch = [], []
+                    continue
+                for _, done, outcome in decided:
+                    if not done.done():
+                        done.set_result(outcome)
+                records = {row[0]: _Record(*row[1:]) for row in found}
+                decided = []
+                for check, done in batch:
+                    record = records.get(check.query.id_number)
+                    result, attributes = compare(check.query, check.given, record)
+                    rows = journal_rows(*_identity_rows(check, result, record), check.request_id)
+                    decided.append((rows, done, (result, attributes, record)))
+                batch = []
+        finally:
+            self._worker = None
+            # Cancelled mid-way (shutdown): nobody waits forever.
+            _fail([done for _, done, _ in decided] + [done for _, done in batch + self._pending])
+            self._pending = []
+
+    async def _drop_connection(self) -> None:
+        """After a failed statement, start again on a new connection (the next batch)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.terminate()
+
+    async def close(self) -> None:
+        """Let the checks in flight finish, then close the connection."""
+        if self._worker is not None:
+            await asyncio.shield(self._worker)
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+
+def _fail(futures: list[asyncio.Future[_Outcome]]) -> None:
+    for done in futures:
+        if not done.done():
+            done.set_exception(_unrecorded())
+            done.exception()  # retrieved here too: its caller may have gone
+
+
+def _unrecorded() -> ServiceUnavailable:
+    return ServiceUnavailable("The call could not be recorded, so it was not answered.")
+
+
+def _identity_rows(check: _Check, result: str, record: _Record | None) -> tuple[AuditRow, AccessRow | None]:
+    caller, id_number = check.caller, check.query.id_number
+    audit_row = AuditRow(
+        check.now, "client", caller.client_id, "verify.identity", id_number, result, {"attributes": sorted(check.given)}
+    )
+    if record is None:
+        return audit_row, None
+    # The caller learns whether its data matches the registry: a disclosure, logged.
+    categories = [f"match:{n}" for n in check.given]
+    return audit_row, AccessRow(
+        id_number, check.now, "client", caller.client_id, caller.name, "verify", categories, LegalBasis.law.value, None
+    )
 
 
 def compare(
@@ -118,23 +224,12 @@ async def verify_identity(
     given = query.model_dump(exclude={"id_number", "match"}, exclude_none=True)
     if not given:
         raise InvalidInput("Send at least one attribute to compare besides the ID number.")
-    categories = [f"match:{n}" for n in given]
-    audit_detail = {"attributes": sorted(given)}
-    journal, lookup = provider.journal, provider.identity_lookup
+    check = _Check(caller, query, given, now, request_id_var.get())
+    checks = provider.identity_checks
     record: _Record | None
-    if journal is not None and lookup is not None:
-        # PostgreSQL, a bank's hot path (bench/token.py): the registry read and then the audit
-        # and access-log rows, each batched with concurrent calls' (app/core/batching.py).
-        record = await lookup.submit(query.id_number)
-        result, attributes = compare(query, given, record)
-        await journal.write(
-            AuditRow(now, "client", caller.client_id, "verify.identity", query.id_number, result, audit_detail),
-            # The caller learns whether its data matches the registry: a disclosure, logged.
-            AccessRow(
-                query.id_number, now, "client", caller.client_id, caller.name, "verify", categories,
-                LegalBasis.law.value, None,
-            ) if record is not None else None,
-        )  # fmt: skip
+    if checks is not None:
+        # PostgreSQL, a bank's hot path (bench/token.py): batched with concurrent calls.
+        result, attributes, record = await checks.submit(check)
     else:
         async with provider.ctx.sessionmaker() as session:
             found = (
@@ -149,33 +244,12 @@ async def verify_identity(
             ).first()  # fmt: skip
             record = _Record(*found) if found is not None else None
             result, attributes = compare(query, given, record)
-            audit.record(
-                session,
-                actor=Actor("client", caller.client_id),
-                action="verify.identity",
-                outcome=result,
-                now=now,
-                target_id_number=query.id_number,
-                detail=audit_detail,
-            )
-            if record is not None:
-                record_disclosure(
-                    session,
-                    id_number=query.id_number,
-                    recipient_type="client",
-                    recipient_id=caller.client_id,
-                    recipient_name=caller.name,
-                    channel="verify",
-                    categories=categories,
-                    legal_basis=LegalBasis.law,
-                    consent_id=None,
-                    now=now,
-                )
+            add_call_rows(session, *_identity_rows(check, result, record))
             try:
                 await session.commit()
             except SQLAlchemyError:
                 log.error("verify.identity could not be recorded; not answered")
-                raise ServiceUnavailable("The call could not be recorded, so it was not answered.") from None
+                raise _unrecorded() from None
     if result != "match" or record is None:
         return IdentityResult(result=result, attributes=attributes, assurance_level=None, account_status=None)
     status = record.account_status or "none"

@@ -6,6 +6,7 @@ recorded."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from typing import Any
 
@@ -19,6 +20,8 @@ from tests.verify.test_verify_and_ekyc import bank
 
 
 async def test_concurrent_checks_each_get_their_own_answer_and_rows(env: Harness) -> None:
+    env.ctx.clock.advance(dt.timedelta(days=3))  # rows carry the service's time, not the database's
+    await env.relogin()
     client_id, h = await bank(env)
     people = [await env.citizen(full_name=f"Trần Văn Số {i}", sex=Sex.male) for i in range(4)]
     unknown = people[0]["id_number"][:-6] + "000000"
@@ -31,7 +34,9 @@ async def test_concurrent_checks_each_get_their_own_answer_and_rows(env: Harness
             asks.append(({"id_number": c["id_number"], "full_name": people[(i + 1) % 4]["full_name"]}, "no_match"))
         else:
             asks.append(({"id_number": unknown, "full_name": c["full_name"]}, "no_match"))
+    started = env.ctx.clock.now()
     answers = await asyncio.gather(*(env.client.post("/verify/identity", json=b, headers=h) for b, _ in asks))
+    ended = env.ctx.clock.now()
     for (body, expected), answer in zip(asks, answers, strict=True):
         assert answer.status_code == 200, answer.text
         assert answer.json()["result"] == expected, body
@@ -44,6 +49,10 @@ async def test_concurrent_checks_each_get_their_own_answer_and_rows(env: Harness
         logged = "recipient_id = :c AND id_number = :i"
         assert await env.count("access_log", logged, c=client_id, i=c["id_number"]) == expected
     assert await env.count("access_log", "id_number = :i", i=unknown) == 0
+    within = "recipient_id = :c AND at >= :a AND at <= :b"
+    assert await env.count("access_log", within, c=client_id, a=started, b=ended) == 20
+    within = "actor_id = :c AND at >= :a AND at <= :b AND target LIKE '%' AND detail IS NOT NULL"
+    assert await env.count("audit_events", within, c=client_id, a=started, b=ended) == 30
 
 
 async def test_a_call_that_cannot_be_recorded_is_not_answered(env: Harness) -> None:
@@ -195,3 +204,10 @@ async def test_a_caller_that_goes_away_does_not_cancel_its_batch() -> None:
     await staying
     await batcher.close()
     assert written == [1, 2]
+
+
+async def test_other_methods_are_405_problems(env: Harness) -> None:
+    _, h = await bank(env)
+    resp = await env.client.get("/verify/identity", headers=h)
+    assert resp.status_code == 405 and resp.headers["allow"] == "POST"
+    assert resp.json()["type"] == "urn:eid:problem:method-not-allowed"
