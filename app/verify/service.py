@@ -124,7 +124,9 @@ class IdentityChecks:
                 wanted = list({check.query.id_number for check, _ in batch})
                 try:
                     if self._conn is None or self._conn.is_closed():
-                        self._conn = await asyncpg.connect(self._dsn, timeout=5)
+                        self._conn = await asyncpg.connect(
+                            self._dsn, timeout=5, server_settings={"application_name": "eid-identity-checks"}
+                        )
                     found = await self._conn.fetch(_PG_RECORD_AND_JOURNAL, audits, accesses, wanted)
                 except Exception as exc:  # the database is down, or refused the rows
                     log.error("identity checks: a round trip failed: %s", type(exc).__name__)

@@ -211,3 +211,26 @@ async def test_other_methods_are_405_problems(env: Harness) -> None:
     resp = await env.client.get("/verify/identity", headers=h)
     assert resp.status_code == 405 and resp.headers["allow"] == "POST"
     assert resp.json()["type"] == "urn:eid:problem:method-not-allowed"
+
+
+async def test_checks_recover_when_their_database_connection_is_lost(env: Harness) -> None:
+    """PostgreSQL only (the batched path has its own connection): after the connection drops,
+    a check in flight answers 503 (its rows may not be recorded) and the next ones reconnect."""
+    if env.backend == "sqlite":
+        assert env.app.state.oidc.identity_checks is None  # one process, checks go through the ORM
+        return
+    client_id, h = await bank(env)
+    c = await env.citizen()
+    body = {"id_number": c["id_number"], "full_name": c["full_name"]}
+    assert (await env.client.post("/verify/identity", json=body, headers=h)).status_code == 200
+    async with env.ctx.sessionmaker() as session:
+        killed = await session.scalar(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = 'eid-identity-checks' AND datname = current_database()"
+            )
+        )
+    assert killed == 1
+    statuses = [(await env.client.post("/verify/identity", json=body, headers=h)).status_code for _ in range(3)]
+    assert statuses[-1] == 200 and set(statuses) <= {200, 503} and statuses.count(503) <= 1, statuses
+    assert await env.count("audit_events", "actor_id = :c", c=client_id) == 1 + statuses.count(200)
