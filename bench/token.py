@@ -1,9 +1,11 @@
 """Benchmark of the hot OAuth endpoints against a running server backed by PostgreSQL:
-client_credentials grants/s (``POST /token``), introspection/s (``POST /introspect``) and
-userinfo/s (``GET /userinfo``), each with p50/p99 latency at 50 connections, next to a bare
-FastAPI endpoint (``GET /bench/bare``, a small dict, first in the route table) served by the
-same processes in the same run. Targets (from the issue): client_credentials >= 40% and
-introspection >= 50% of the bare endpoint's rate. Two informational rows: the same bare route
+client_credentials grants/s (``POST /token``), introspection/s (``POST /introspect``),
+userinfo/s (``GET /userinfo``) and identity checks/s (``POST /verify/identity``, a bank's
+check of name and birth date against one of 10,000 registry records, in random order), each
+with p50/p99 latency at 50 connections, next to a bare FastAPI endpoint (``GET /bench/bare``,
+a small dict, first in the route table) served by the same processes in the same run. Targets
+(from the issues): client_credentials >= 40% and introspection >= 50% of the bare endpoint's
+rate; identity checks p99 < 20 ms. Two informational rows: the same bare route
 placed last in the route table (the cost of FastAPI's routing through the app's routers), and
 the introspection of the citizen's token (its grant and account are checked too).
 
@@ -14,7 +16,8 @@ What it does, cleaning up even on failure:
 2. seeds, with the app's own functions: the signing keys (``KeyStore.ensure``, so the server
    processes do not race to create them), a bank client (client_secret_basic,
    client_credentials, scope ``verify``), a resource-server client (``can_introspect_any``), a
-   portal client (authorization_code) and a citizen with an active level-1 account;
+   portal client (authorization_code), a citizen with an active level-1 account and the
+   10,000 registry records the identity checks ask about;
 3. starts ``--processes`` uvicorn processes (``bench/token_app.py``: ``create_app(Settings())``
    plus the bare route) that share the port with SO_REUSEPORT, and waits until each has run
    its lifespan and ``/readyz`` answers;
@@ -184,7 +187,8 @@ def drop_database(pg_url: str, name: str) -> None:
 
 
 async def seed(settings: Settings) -> Seeded:
-    """Keys, three clients and one citizen with an account, through the app's own functions."""
+    """Keys, three clients, one citizen with an account and 10,000 registry records without one,
+    through the app's own functions."""
     from app.accounts.models import Account, AccountStatus
     from app.core.audit import Actor
     from app.core.crypto import Keyring
