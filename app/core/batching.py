@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -23,19 +23,12 @@ R = TypeVar("R")
 log = logging.getLogger("eid.batching")
 
 
-class Batcher(Generic[T, R]):
-    """``await batcher.submit(item)`` → that item's result from ``run(batch)``, which answers one
-    result per item, in order (or raises for the whole batch)."""
+class Coalescer(Generic[T, R]):
+    """What every batching loop shares: callers queue items and await their own futures; one
+    worker task per process drains the queue (``_drain``, in subclasses) and exits when it is
+    empty; the next item starts a new one."""
 
-    def __init__(
-        self,
-        name: str,
-        run: Callable[[list[T]], Awaitable[Sequence[R]]],
-        error: Callable[[], Exception],
-        max_batch: int = 500,
-    ) -> None:
-        self._name = name
-        self._run = run
+    def __init__(self, error: Callable[[], Exception], max_batch: int = 500) -> None:
         self._error = error
         self._max = max_batch
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
@@ -46,35 +39,29 @@ class Batcher(Generic[T, R]):
         done: asyncio.Future[R] = loop.create_future()
         self._pending.append((item, done))
         if self._worker is None:
-            self._worker = loop.create_task(self._drain())
+            self._worker = loop.create_task(self._run_worker())
         # A caller that goes away cancels only its own future: its item stays in its batch.
         return await done
 
-    async def _drain(self) -> None:
-        batch: list[tuple[T, asyncio.Future[R]]] = []
+    def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
+        """The next batch: what has queued, up to the batch size."""
+        batch, self._pending = self._pending[: self._max], self._pending[self._max :]
+        return batch
+
+    async def _run_worker(self) -> None:
         try:
-            while self._pending:
-                batch, self._pending = self._pending[: self._max], self._pending[self._max :]
-                try:
-                    results = await self._run([item for item, _ in batch])
-                    if len(results) != len(batch):
-                        raise RuntimeError(f"{len(results)} results for {len(batch)} items")
-                except Exception as exc:  # the database is down, or refused the batch
-                    log.error("%s: a batch of %d call(s) failed: %s", self._name, len(batch), type(exc).__name__)
-                    self._fail(batch)
-                    continue
-                for (_, done), result in zip(batch, results, strict=True):
-                    if not done.done():
-                        done.set_result(result)
+            await self._drain()
         finally:
             self._worker = None
-            # Cancelled mid-batch (shutdown): nobody waits forever.
-            self._fail(batch)
-            self._fail(self._pending)
+            # Cancelled mid-way (shutdown): nobody waits forever.
+            self._fail([done for _, done in self._pending])
             self._pending = []
 
-    def _fail(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
-        for _, done in batch:
+    async def _drain(self) -> None:
+        raise NotImplementedError
+
+    def _fail(self, futures: Sequence[asyncio.Future[Any]]) -> None:
+        for done in futures:
             if not done.done():
                 done.set_exception(self._error())
                 done.exception()  # retrieved here too: its caller may have gone
@@ -83,3 +70,39 @@ class Batcher(Generic[T, R]):
         """Let the batch in flight (and what queued behind it) finish."""
         if self._worker is not None:
             await asyncio.shield(self._worker)
+
+
+class Batcher(Coalescer[T, R]):
+    """``await batcher.submit(item)`` → that item's result from ``run(batch)``, which answers one
+    result per item, in order (or raises for the whole batch)."""
+
+    def __init__(
+        self,
+        name: str,
+        run: Callable[[list[T]], Awaitable[Sequence[R]]],
+        error: Callable[[], Exception],
+        max_batch: int = 500,
+    ) -> None:
+        super().__init__(error, max_batch)
+        self._name = name
+        self._run = run
+
+    async def _drain(self) -> None:
+        batch: list[tuple[T, asyncio.Future[R]]] = []
+        try:
+            while self._pending:
+                batch = self._take()
+                try:
+                    results = await self._run([item for item, _ in batch])
+                    if len(results) != len(batch):
+                        raise RuntimeError(f"{len(results)} results for {len(batch)} items")
+                except Exception as exc:  # the database is down, or refused the batch
+                    log.error("%s: a batch of %d call(s) failed: %s", self._name, len(batch), type(exc).__name__)
+                    self._fail([done for _, done in batch])
+                    continue
+                for (_, done), result in zip(batch, results, strict=True):
+                    if not done.done():
+                        done.set_result(result)
+                batch = []
+        finally:
+            self._fail([done for _, done in batch])

@@ -19,6 +19,7 @@ from app.consent.models import Consent, ConsentKind, LegalBasis
 from app.consent.service import add_call_rows, record_disclosure
 from app.core import audit
 from app.core.audit import Actor
+from app.core.batching import Coalescer
 from app.core.context import request_id_var
 from app.core.errors import InvalidInput, NotFound, Problem, ServiceUnavailable
 from app.core.journal import JOURNAL_CTES, AccessRow, AuditRow, JournalRows, journal_params, journal_rows
@@ -87,7 +88,7 @@ _PG_RECORD_AND_JOURNAL = JOURNAL_CTES + (  # noqa: S608 (constant text; every va
 )
 
 
-class IdentityChecks:
+class IdentityChecks(Coalescer[_Check, _Outcome]):
     """Concurrent identity checks on PostgreSQL, in batches (app/core/batching.py explains the
     principle). A check needs its registry record read, then its audit and access-log rows
     committed, before it is answered: two round trips. They overlap with the neighbouring
@@ -97,21 +98,11 @@ class IdentityChecks:
     the checks whose rows it held and those it was reading for all answer 503."""
 
     def __init__(self, dsn: str, max_batch: int = 500) -> None:
+        super().__init__(_unrecorded, max_batch)
         # Its own connection: one statement is in flight at a time, and a pool's acquire and
         # release would cost more CPU than the statement itself (bench/token.py).
         self._dsn = dsn
         self._conn: Any = None
-        self._max = max_batch
-        self._pending: list[tuple[_Check, asyncio.Future[_Outcome]]] = []
-        self._worker: asyncio.Task[None] | None = None
-
-    async def submit(self, check: _Check) -> _Outcome:
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[_Outcome] = loop.create_future()
-        self._pending.append((check, done))
-        if self._worker is None:
-            self._worker = loop.create_task(self._drain())
-        return await done
 
     async def _drain(self) -> None:
         # Checks decided in the previous round trip, whose rows the next one commits.
@@ -119,7 +110,7 @@ class IdentityChecks:
         batch: list[tuple[_Check, asyncio.Future[_Outcome]]] = []
         try:
             while self._pending or decided:
-                batch, self._pending = self._pending[: self._max], self._pending[self._max :]
+                batch = self._take()
                 audits, accesses = journal_params([rows for rows, _, _ in decided])
                 wanted = list({check.query.id_number for check, _ in batch})
                 try:
@@ -131,7 +122,7 @@ class IdentityChecks:
                 except Exception as exc:  # the database is down, or refused the rows
                     log.error("identity checks: a round trip failed: %s", type(exc).__name__)
                     await self._drop_connection()
-                    _fail([done for _, done, _ in decided] + [done for _, done in batch])
+                    self._fail([done for _, done, _ in decided] + [done for _, done in batch])
                     decided, batch = [], []
                     continue
                 for _, done, outcome in decided:
@@ -146,10 +137,7 @@ class IdentityChecks:
                     decided.append((rows, done, (result, attributes, record)))
                 batch = []
         finally:
-            self._worker = None
-            # Cancelled mid-way (shutdown): nobody waits forever.
-            _fail([done for _, done, _ in decided] + [done for _, done in batch + self._pending])
-            self._pending = []
+            self._fail([done for _, done, _ in decided] + [done for _, done in batch])
 
     async def _drop_connection(self) -> None:
         """After a failed statement, start again on a new connection (the next batch)."""
@@ -159,18 +147,10 @@ class IdentityChecks:
 
     async def close(self) -> None:
         """Let the checks in flight finish, then close the connection."""
-        if self._worker is not None:
-            await asyncio.shield(self._worker)
+        await super().close()
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
-
-
-def _fail(futures: list[asyncio.Future[_Outcome]]) -> None:
-    for done in futures:
-        if not done.done():
-            done.set_exception(_unrecorded())
-            done.exception()  # retrieved here too: its caller may have gone
 
 
 def _unrecorded() -> ServiceUnavailable:
