@@ -13,6 +13,7 @@ items of calls not yet answered, and those callers see the connection drop.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
@@ -39,7 +40,8 @@ class Coalescer(Generic[T, R]):
         done: asyncio.Future[R] = loop.create_future()
         self._pending.append((item, done))
         if self._worker is None:
-            self._worker = loop.create_task(self._run_worker())
+            # A fresh context: the worker serves many requests, none of them the first caller's.
+            self._worker = loop.create_task(self._run_worker(), context=contextvars.Context())
         # A caller that goes away cancels only its own future: its item stays in its batch.
         return await done
 
@@ -51,6 +53,8 @@ class Coalescer(Generic[T, R]):
     async def _run_worker(self) -> None:
         try:
             await self._drain()
+        except Exception:
+            log.exception("batching worker stopped")  # a defect: its calls answer 503
         finally:
             self._worker = None
             # Cancelled mid-way (shutdown): nobody waits forever.
@@ -74,12 +78,13 @@ class Coalescer(Generic[T, R]):
 
 class Batcher(Coalescer[T, R]):
     """``await batcher.submit(item)`` → that item's result from ``run(batch)``, which answers one
-    result per item, in order (or raises for the whole batch)."""
+    result per item, in order: a value, or an exception raised to that item's caller alone (or
+    ``run`` raises, for the whole batch)."""
 
     def __init__(
         self,
         name: str,
-        run: Callable[[list[T]], Awaitable[Sequence[R]]],
+        run: Callable[[list[T]], Awaitable[Sequence[R | Exception]]],
         error: Callable[[], Exception],
         max_batch: int = 500,
     ) -> None:
@@ -101,7 +106,12 @@ class Batcher(Coalescer[T, R]):
                     self._fail([done for _, done in batch])
                     continue
                 for (_, done), result in zip(batch, results, strict=True):
-                    if not done.done():
+                    if done.done():
+                        continue
+                    if isinstance(result, Exception):
+                        done.set_exception(result)
+                        done.exception()  # retrieved here too: its caller may have gone
+                    else:
                         done.set_result(result)
                 batch = []
         finally:

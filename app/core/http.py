@@ -30,13 +30,13 @@ async def json_body(request: Request, model: type[M]) -> M:
     only, parsed and validated, with the same problem+json answers."""
     await _require_json(request)
     raw = await request.body()
-    if not raw.strip():
+    if not raw:
         raise InvalidInput(errors=[{"field": "body", "message": "Field required"}])
     try:
         # The standard parser, as FastAPI's: a lone surrogate escape parses, and the field
-        # validators refuse it (422) as they do on every other route.
+        # validators refuse it (422) as they do on every other route. UTF-8 only.
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # also integers over 4,300 digits, and deep nesting
         raise MalformedJson() from None
     try:
         return model.model_validate(data)

@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import orjson
 
 from app.core.batching import Batcher
@@ -39,6 +40,9 @@ JOURNAL_CTES = (
     " legal_basis varchar, consent_id uuid, request_id varchar))"
 )
 _SQL = JOURNAL_CTES + " SELECT 1"
+# A stalled statement (a lock, a stalled standby) fails its calls with 503 instead of holding
+# every call in the process; seconds.
+STATEMENT_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,11 +114,24 @@ class Journal:
 
     async def write_many(self, rows: list[JournalRows]) -> None:
         """One statement now, for callers that batch their calls themselves."""
-        await self._pool.execute(_SQL, *journal_params(rows))
+        await self._pool.execute(_SQL, *journal_params(rows), timeout=STATEMENT_TIMEOUT)
 
-    async def _write_batch(self, batch: list[JournalRows]) -> list[None]:
-        await self.write_many(batch)
-        return [None] * len(batch)
+    async def _write_batch(self, batch: list[JournalRows]) -> list[Exception | None]:
+        try:
+            await self.write_many(batch)
+            return [None] * len(batch)
+        except asyncpg.PostgresError:  # refused, so nothing was written
+            if len(batch) == 1:
+                raise
+        # One refused row must not fail the other calls: one call at a time.
+        outcomes: list[Exception | None] = []
+        for rows in batch:
+            try:
+                await self.write_many([rows])
+                outcomes.append(None)
+            except asyncpg.PostgresError:
+                outcomes.append(_unrecorded())
+        return outcomes
 
     async def close(self) -> None:
         await self._batcher.close()

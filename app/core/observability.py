@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import re
 import secrets
 import time
@@ -22,6 +23,14 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # system call per request; REFERENCE.md has what system calls cost on these machines).
 _ID_PREFIX = secrets.token_hex(8)
 _ID_COUNTER = itertools.count(1)
+
+
+def _reseed_request_ids() -> None:
+    global _ID_PREFIX, _ID_COUNTER
+    _ID_PREFIX, _ID_COUNTER = secrets.token_hex(8), itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_reseed_request_ids)
 
 
 def _new_request_id() -> str:

@@ -22,7 +22,15 @@ from app.core.audit import Actor
 from app.core.batching import Coalescer
 from app.core.context import request_id_var
 from app.core.errors import InvalidInput, NotFound, Problem, ServiceUnavailable
-from app.core.journal import JOURNAL_CTES, AccessRow, AuditRow, JournalRows, journal_params, journal_rows
+from app.core.journal import (
+    JOURNAL_CTES,
+    STATEMENT_TIMEOUT,
+    AccessRow,
+    AuditRow,
+    JournalRows,
+    journal_params,
+    journal_rows,
+)
 from app.core.schemas import fold_name
 from app.documents.service import document_status
 from app.oidc.claims import ACR_LEVEL, pairwise_sub, registry_claims
@@ -94,8 +102,10 @@ class IdentityChecks(Coalescer[_Check, _Outcome]):
     committed, before it is answered: two round trips. They overlap with the neighbouring
     batches: each statement commits the rows of the batch before and reads the records of
     the batch after, so a busy process sends one statement per batch, not two. A check is
-    answered only after the statement holding its rows has committed; when a statement fails,
-    the checks whose rows it held and those it was reading for all answer 503."""
+    answered only after the statement holding its rows has committed. When the database
+    refuses a statement (nothing of it was written), its rows are written again one check at
+    a time, so that a refused row fails its own check only, and its reads are retried; when
+    the connection is lost or stalls, every check in the statement answers 503."""
 
     def __init__(self, dsn: str, max_batch: int = 500) -> None:
         super().__init__(_unrecorded, max_batch)
@@ -114,14 +124,21 @@ class IdentityChecks(Coalescer[_Check, _Outcome]):
                 audits, accesses = journal_params([rows for rows, _, _ in decided])
                 wanted = list({check.query.id_number for check, _ in batch})
                 try:
-                    if self._conn is None or self._conn.is_closed():
-                        self._conn = await asyncpg.connect(
-                            self._dsn, timeout=5, server_settings={"application_name": "eid-identity-checks"}
-                        )
-                    found = await self._conn.fetch(_PG_RECORD_AND_JOURNAL, audits, accesses, wanted)
-                except Exception as exc:  # the database is down, or refused the rows
+                    found = await self._statement(audits, accesses, wanted)
+                except asyncpg.PostgresError as exc:
+                    # Refused, so nothing of it was written. One refused row must not fail the
+                    # other calls: write the rows one call at a time, and read this batch again.
+                    log.error("identity checks: a statement was refused: %s", type(exc).__name__)
+                    if not decided:  # the reads alone were refused
+                        self._fail([done for _, done in batch])
+                    else:
+                        self._pending[0:0] = batch
+                        await self._write_one_by_one(decided)
+                    decided, batch = [], []
+                    continue
+                except Exception as exc:  # the connection is lost or stalled: nothing is known
                     log.error("identity checks: a round trip failed: %s", type(exc).__name__)
-                    await self._drop_connection()
+                    self._drop_connection()
                     self._fail([done for _, done, _ in decided] + [done for _, done in batch])
                     decided, batch = [], []
                     continue
@@ -139,8 +156,33 @@ class IdentityChecks(Coalescer[_Check, _Outcome]):
         finally:
             self._fail([done for _, done, _ in decided] + [done for _, done in batch])
 
-    async def _drop_connection(self) -> None:
-        """After a failed statement, start again on a new connection (the next batch)."""
+    async def _statement(self, audits: str, accesses: str, wanted: list[str]) -> list[Any]:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(
+                self._dsn, timeout=5, server_settings={"application_name": "eid-identity-checks"}
+            )
+        found: list[Any] = await self._conn.fetch(
+            _PG_RECORD_AND_JOURNAL, audits, accesses, wanted, timeout=STATEMENT_TIMEOUT
+        )
+        return found
+
+    async def _write_one_by_one(self, decided: list[tuple[JournalRows, asyncio.Future[_Outcome], _Outcome]]) -> None:
+        for i, (rows, done, outcome) in enumerate(decided):
+            try:
+                await self._statement(*journal_params([rows]), [])
+            except asyncpg.PostgresError:
+                self._fail([done])
+                continue
+            except Exception as exc:
+                log.error("identity checks: a round trip failed: %s", type(exc).__name__)
+                self._drop_connection()
+                self._fail([later for _, later, _ in decided[i:]])
+                return
+            if not done.done():
+                done.set_result(outcome)
+
+    def _drop_connection(self) -> None:
+        """After a lost or stalled round trip, start again on a new connection (the next batch)."""
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.terminate()

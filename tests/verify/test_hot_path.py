@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from app.core.batching import Batcher
+from app.core.privacy import mask_id_number
 from app.registry.idnumber import Sex
 from tests.support import Harness
 from tests.verify.test_verify_and_ekyc import bank
@@ -35,7 +36,12 @@ async def test_concurrent_checks_each_get_their_own_answer_and_rows(env: Harness
         else:
             asks.append(({"id_number": unknown, "full_name": c["full_name"]}, "no_match"))
     started = env.ctx.clock.now()
-    answers = await asyncio.gather(*(env.client.post("/verify/identity", json=b, headers=h) for b, _ in asks))
+    answers = await asyncio.gather(
+        *(
+            env.client.post("/verify/identity", json=b, headers={**h, "X-Request-ID": f"check-{n}"})
+            for n, (b, _) in enumerate(asks)
+        )
+    )
     ended = env.ctx.clock.now()
     for (body, expected), answer in zip(asks, answers, strict=True):
         assert answer.status_code == 200, answer.text
@@ -51,8 +57,20 @@ async def test_concurrent_checks_each_get_their_own_answer_and_rows(env: Harness
     assert await env.count("access_log", "id_number = :i", i=unknown) == 0
     within = "recipient_id = :c AND at >= :a AND at <= :b"
     assert await env.count("access_log", within, c=client_id, a=started, b=ended) == 20
-    within = "actor_id = :c AND at >= :a AND at <= :b AND target LIKE '%' AND detail IS NOT NULL"
+    within = "actor_id = :c AND at >= :a AND at <= :b"
     assert await env.count("audit_events", within, c=client_id, a=started, b=ended) == 30
+    # Each call's rows carry its own request ID, target and outcome (rows of a batch are not mixed up).
+    for n, (body, expected) in enumerate(asks):
+        assert answers[n].headers["x-request-id"] == f"check-{n}"
+        own = "request_id = :r AND target = :t AND outcome = :o AND action = 'verify.identity'"
+        assert (
+            await env.count("audit_events", own, r=f"check-{n}", t=mask_id_number(body["id_number"]), o=expected) == 1
+        )
+        logged = 0 if body["id_number"] == unknown else 1
+        assert (
+            await env.count("access_log", "request_id = :r AND id_number = :i", r=f"check-{n}", i=body["id_number"])
+            == logged
+        )
 
 
 async def test_a_call_that_cannot_be_recorded_is_not_answered(env: Harness) -> None:
@@ -119,6 +137,9 @@ VALID = {"id_number": "001090123456", "full_name": "Nguyễn Văn An", "date_of_
         (json.dumps({**VALID, "match": "fuzzy"}).encode(), "application/json", 422, "validation"),
         (b'{"id_number": "001090123456", "full_name": "\\ud800"}', "application/json", 422, "validation"),
         (json.dumps(VALID).encode(), "text/plain", 415, "unsupported-media-type"),
+        (b"   ", "application/json", 400, "malformed-json"),
+        (b"[" * 100_000, "application/json", 400, "malformed-json"),
+        (b'{"id_number": ' + b"1" * 5000 + b"}", "application/json", 400, "malformed-json"),
     ],
 )
 async def test_bad_bodies_get_the_same_problems_as_elsewhere(
@@ -234,3 +255,48 @@ async def test_checks_recover_when_their_database_connection_is_lost(env: Harnes
     statuses = [(await env.client.post("/verify/identity", json=body, headers=h)).status_code for _ in range(3)]
     assert statuses[-1] == 200 and set(statuses) <= {200, 503} and statuses.count(503) <= 1, statuses
     assert await env.count("audit_events", "actor_id = :c", c=client_id) == 1 + statuses.count(200)
+
+
+async def test_a_refused_row_fails_only_its_own_call(env: Harness) -> None:
+    """Bank A's access-log rows are refused while bank B's calls share its batches: A's call
+    answers 503 with no row; every call of B is answered and recorded."""
+    a_id, a_h = await bank(env)
+    b_id, b_h = await bank(env)
+    c = await env.citizen()
+    body = {"id_number": c["id_number"], "full_name": c["full_name"]}
+    if env.backend == "postgresql":
+        create = [
+            "CREATE FUNCTION eid_test_refuse_a() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            f" IF NEW.recipient_id = '{a_id}' THEN RAISE EXCEPTION 'refused by test'; END IF;"
+            " RETURN NEW; END $$",
+            "CREATE TRIGGER eid_test_refuse_a BEFORE INSERT ON access_log"
+            " FOR EACH ROW EXECUTE FUNCTION eid_test_refuse_a()",
+        ]
+        drop = ["DROP TRIGGER eid_test_refuse_a ON access_log", "DROP FUNCTION eid_test_refuse_a()"]
+    else:
+        create = [
+            "CREATE TRIGGER eid_test_refuse_a BEFORE INSERT ON access_log"
+            f" WHEN NEW.recipient_id = '{a_id}' BEGIN SELECT RAISE(ABORT, 'refused by test'); END"
+        ]
+        drop = ["DROP TRIGGER eid_test_refuse_a"]
+    async with env.ctx.sessionmaker() as session:
+        for statement in create:
+            await session.execute(text(statement))
+        await session.commit()
+    try:
+        answers = await asyncio.gather(
+            env.client.post("/verify/identity", json=body, headers=a_h),
+            *(env.client.post("/verify/identity", json=body, headers=b_h) for _ in range(9)),
+        )
+    finally:
+        async with env.ctx.sessionmaker() as session:
+            for statement in drop:
+                await session.execute(text(statement))
+            await session.commit()
+    assert answers[0].status_code == 503, answers[0].text
+    assert [a.status_code for a in answers[1:]] == [200] * 9
+    assert all(a.json()["result"] == "match" for a in answers[1:])
+    assert await env.count("audit_events", "actor_id = :c", c=a_id) == 0
+    assert await env.count("access_log", "recipient_id = :c", c=a_id) == 0
+    assert await env.count("audit_events", "actor_id = :c", c=b_id) == 9
+    assert await env.count("access_log", "recipient_id = :c", c=b_id) == 9
