@@ -300,3 +300,13 @@ async def test_a_refused_row_fails_only_its_own_call(env: Harness) -> None:
     assert await env.count("access_log", "recipient_id = :c", c=a_id) == 0
     assert await env.count("audit_events", "actor_id = :c", c=b_id) == 9
     assert await env.count("access_log", "recipient_id = :c", c=b_id) == 9
+
+
+async def test_batcher_answers_an_error_to_one_caller_only() -> None:
+    async def run(items: list[int]) -> list[int | Exception]:
+        return [ValueError(f"item {i}") if i == 2 else i for i in items]
+
+    batcher: Batcher[int, int] = Batcher("test", run, lambda: RuntimeError("down"))
+    results = await asyncio.gather(*(batcher.submit(i) for i in (1, 2, 3)), return_exceptions=True)
+    assert results[0] == 1 and results[2] == 3
+    assert isinstance(results[1], ValueError)
