@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 import orjson
 from fastapi import APIRouter, Request
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
 from app.accounts.models import Account, AccountStatus
@@ -22,7 +23,7 @@ from app.consent.models import LegalBasis
 from app.consent.service import add_call_rows
 from app.core import audit
 from app.core.audit import Actor
-from app.core.errors import OAuthError, invalid_token
+from app.core.errors import OAuthError, ServiceUnavailable, invalid_token
 from app.core.journal import AccessRow, AuditRow
 from app.documents.service import documents_claim
 from app.oidc import grants
@@ -303,7 +304,10 @@ async def userinfo(request: Request) -> Response:
         )  # fmt: skip
         if provider.journal is None:
             add_call_rows(session, audit_row, access_row)
-            await session.commit()
+            try:
+                await session.commit()
+            except SQLAlchemyError:  # as the journal answers on PostgreSQL: not recorded, not answered
+                raise ServiceUnavailable("The call could not be recorded, so it was not answered.") from None
     if provider.journal is not None:
         # PostgreSQL: the rows of concurrent calls in one commit; answered once they are durable.
         await provider.journal.write(audit_row, access_row)

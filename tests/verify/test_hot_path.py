@@ -6,8 +6,10 @@ recorded."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -73,20 +75,16 @@ async def test_concurrent_checks_each_get_their_own_answer_and_rows(env: Harness
         )
 
 
-async def test_a_call_that_cannot_be_recorded_is_not_answered(env: Harness) -> None:
-    """When its access-log row cannot be written, the call answers 503 and leaves no row at
-    all (not even its audit row): the batch is one statement."""
-    client_id, h = await bank(env)
-    c = await env.citizen()
-    body = {"id_number": c["id_number"], "full_name": c["full_name"]}
+@contextlib.asynccontextmanager
+async def refusing_access_rows_of(env: Harness, client_id: str) -> AsyncIterator[None]:
+    """While inside, the database refuses this client's access-log rows (a trigger)."""
     assert "'" not in client_id
     if env.backend == "postgresql":
         create = [
             "CREATE FUNCTION eid_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
             f" IF NEW.recipient_id = '{client_id}' THEN RAISE EXCEPTION 'refused by test'; END IF;"
             " RETURN NEW; END $$",
-            "CREATE TRIGGER eid_test_refuse BEFORE INSERT ON access_log"
-            " FOR EACH ROW EXECUTE FUNCTION eid_test_refuse()",
+            "CREATE TRIGGER eid_test_refuse BEFORE INSERT ON access_log FOR EACH ROW EXECUTE FUNCTION eid_test_refuse()",
         ]
         drop = ["DROP TRIGGER eid_test_refuse ON access_log", "DROP FUNCTION eid_test_refuse()"]
     else:
@@ -95,18 +93,43 @@ async def test_a_call_that_cannot_be_recorded_is_not_answered(env: Harness) -> N
             f" WHEN NEW.recipient_id = '{client_id}' BEGIN SELECT RAISE(ABORT, 'refused by test'); END"
         ]
         drop = ["DROP TRIGGER eid_test_refuse"]
-
-    async def run(statements: list[str]) -> None:
-        async with env.ctx.sessionmaker() as session:
-            for statement in statements:
-                await session.execute(text(statement))
-            await session.commit()
-
-    await run(create)
+    await _run_sql(env, create)
     try:
-        refused = await env.client.post("/verify/identity", json=body, headers=h)
+        yield
     finally:
-        await run(drop)
+        await _run_sql(env, drop)
+
+
+async def _run_sql(env: Harness, statements: list[str]) -> None:
+    async with env.ctx.sessionmaker() as session:
+        for statement in statements:
+            await session.execute(text(statement))
+        await session.commit()
+
+
+async def test_userinfo_that_cannot_be_recorded_is_not_answered(env: Harness) -> None:
+    from tests.oidc.test_tokens import logged_in_tokens
+
+    client_id, _, tokens = await logged_in_tokens(env)
+    h = {"Authorization": f"Bearer {tokens['access_token']}"}
+    async with refusing_access_rows_of(env, client_id):
+        refused = await env.client.get("/userinfo", headers=h)
+    assert refused.status_code == 503 and refused.json()["type"] == "urn:eid:problem:unavailable"
+    assert "name" not in refused.json()
+    assert await env.count("audit_events", "action = 'oidc.userinfo' AND actor_id = :c", c=client_id) == 0
+    again = await env.client.get("/userinfo", headers=h)
+    assert again.status_code == 200 and again.json()["sub"]
+    assert await env.count("audit_events", "action = 'oidc.userinfo' AND actor_id = :c", c=client_id) == 1
+
+
+async def test_a_call_that_cannot_be_recorded_is_not_answered(env: Harness) -> None:
+    """When its access-log row cannot be written, the call answers 503 and leaves no row at
+    all (not even its audit row): the batch is one statement."""
+    client_id, h = await bank(env)
+    c = await env.citizen()
+    body = {"id_number": c["id_number"], "full_name": c["full_name"]}
+    async with refusing_access_rows_of(env, client_id):
+        refused = await env.client.post("/verify/identity", json=body, headers=h)
     assert refused.status_code == 503, refused.text
     assert refused.headers["content-type"] == "application/problem+json"
     assert refused.json()["type"] == "urn:eid:problem:unavailable" and "result" not in refused.json()
@@ -264,35 +287,11 @@ async def test_a_refused_row_fails_only_its_own_call(env: Harness) -> None:
     b_id, b_h = await bank(env)
     c = await env.citizen()
     body = {"id_number": c["id_number"], "full_name": c["full_name"]}
-    if env.backend == "postgresql":
-        create = [
-            "CREATE FUNCTION eid_test_refuse_a() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            f" IF NEW.recipient_id = '{a_id}' THEN RAISE EXCEPTION 'refused by test'; END IF;"
-            " RETURN NEW; END $$",
-            "CREATE TRIGGER eid_test_refuse_a BEFORE INSERT ON access_log"
-            " FOR EACH ROW EXECUTE FUNCTION eid_test_refuse_a()",
-        ]
-        drop = ["DROP TRIGGER eid_test_refuse_a ON access_log", "DROP FUNCTION eid_test_refuse_a()"]
-    else:
-        create = [
-            "CREATE TRIGGER eid_test_refuse_a BEFORE INSERT ON access_log"
-            f" WHEN NEW.recipient_id = '{a_id}' BEGIN SELECT RAISE(ABORT, 'refused by test'); END"
-        ]
-        drop = ["DROP TRIGGER eid_test_refuse_a"]
-    async with env.ctx.sessionmaker() as session:
-        for statement in create:
-            await session.execute(text(statement))
-        await session.commit()
-    try:
+    async with refusing_access_rows_of(env, a_id):
         answers = await asyncio.gather(
             env.client.post("/verify/identity", json=body, headers=a_h),
             *(env.client.post("/verify/identity", json=body, headers=b_h) for _ in range(9)),
         )
-    finally:
-        async with env.ctx.sessionmaker() as session:
-            for statement in drop:
-                await session.execute(text(statement))
-            await session.commit()
     assert answers[0].status_code == 503, answers[0].text
     assert [a.status_code for a in answers[1:]] == [200] * 9
     assert all(a.json()["result"] == "match" for a in answers[1:])
