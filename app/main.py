@@ -91,7 +91,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         await provider.live.start(engine)
         if provider.live.raw_pool is not None:
             provider.journal = Journal(provider.live.raw_pool)
-            provider.identity_checks = IdentityChecks(provider.live.dsn)
+            provider.identity_checks = IdentityChecks(provider.live.dsn, provider.journal)
         await provider.keys.ensure(ctx.clock.now())
         app.state.oidc = provider
         stop = asyncio.Event()

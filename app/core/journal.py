@@ -1,12 +1,14 @@
 """Durable audit and access-log rows for read-only hot paths, in group commits (PostgreSQL).
 
-A bank's identity check changes nothing but must leave an audit row and, when the person
-exists, an access-log row, durably, before it answers. Committing those rows per call costs a
-WAL flush and ~300 µs of PostgreSQL CPU each time, which caps the call rate. Here the rows of
-concurrent calls in one process are written together (app/core/batching.py): each caller
-awaits the commit of the batch holding its rows, so no call is answered before its rows are
-durable, and if the write fails every call in the batch answers an error, not a result. A
-batch is one autocommit statement (``unnest`` arrays into both tables): whole or not at all.
+A bank's identity check or a portal's userinfo call changes nothing but must leave an audit
+row and, when personal data was disclosed, an access-log row, durably, before it answers.
+Committing those rows per call costs a WAL flush and ~300 µs of PostgreSQL CPU each time,
+which caps the call rate. Here the rows of concurrent calls in one process are written
+together (app/core/batching.py): each caller awaits the commit of the statement holding its
+rows, so no call is answered before its rows are durable. A statement (JSON parameters
+unpacked by ``json_to_recordset`` into both tables) is written whole or not at all; when the
+database refuses one, its calls are written again one at a time, so that a refused row fails
+its own call only.
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ class AccessRow:
     consent_id: uuid.UUID | None
 
 
-def _unrecorded() -> ServiceUnavailable:
+def unrecorded() -> ServiceUnavailable:
+    """What a call whose rows could not be committed answers (503): no result."""
     return ServiceUnavailable("The call could not be recorded, so it was not answered.")
 
 
@@ -106,32 +109,35 @@ class Journal:
 
     def __init__(self, pool: Any) -> None:
         self._pool = pool
-        self._batcher: Batcher[JournalRows, None] = Batcher("journal", self._write_batch, _unrecorded)
+        self._batcher: Batcher[JournalRows, None] = Batcher("journal", self._write_batch, unrecorded)
 
     async def write(self, audit: AuditRow, access: AccessRow | None = None) -> None:
         """Returns once both rows are committed; raises ServiceUnavailable (503) if they could not be."""
         await self._batcher.submit(journal_rows(audit, access, request_id_var.get()))
 
-    async def write_many(self, rows: list[JournalRows]) -> None:
-        """One statement now, for callers that batch their calls themselves."""
+    async def write_each(self, rows: list[JournalRows]) -> list[Exception | None]:
+        """One statement per call, after the database refused them together: for each call,
+        None once written, or the error its caller gets."""
+        outcomes: list[Exception | None] = []
+        for one in rows:
+            try:
+                await self._write([one])
+                outcomes.append(None)
+            except asyncpg.PostgresError:
+                outcomes.append(unrecorded())
+        return outcomes
+
+    async def _write(self, rows: list[JournalRows]) -> None:
         await self._pool.execute(_SQL, *journal_params(rows), timeout=STATEMENT_TIMEOUT)
 
     async def _write_batch(self, batch: list[JournalRows]) -> list[Exception | None]:
         try:
-            await self.write_many(batch)
+            await self._write(batch)
             return [None] * len(batch)
         except asyncpg.PostgresError:  # refused, so nothing was written
             if len(batch) == 1:
                 raise
-        # One refused row must not fail the other calls: one call at a time.
-        outcomes: list[Exception | None] = []
-        for rows in batch:
-            try:
-                await self.write_many([rows])
-                outcomes.append(None)
-            except asyncpg.PostgresError:
-                outcomes.append(_unrecorded())
-        return outcomes
+        return await self.write_each(batch)
 
     async def close(self) -> None:
         await self._batcher.close()

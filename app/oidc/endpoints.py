@@ -23,8 +23,8 @@ from app.consent.models import LegalBasis
 from app.consent.service import add_call_rows
 from app.core import audit
 from app.core.audit import Actor
-from app.core.errors import OAuthError, ServiceUnavailable, invalid_token
-from app.core.journal import AccessRow, AuditRow
+from app.core.errors import OAuthError, invalid_token
+from app.core.journal import AccessRow, AuditRow, unrecorded
 from app.documents.service import documents_claim
 from app.oidc import grants
 from app.oidc.claims import ACR_LEVEL, SCOPE_CLAIMS, SUPPORTED_CLAIMS, registry_claims
@@ -307,7 +307,7 @@ async def userinfo(request: Request) -> Response:
             try:
                 await session.commit()
             except SQLAlchemyError:  # as the journal answers on PostgreSQL: not recorded, not answered
-                raise ServiceUnavailable("The call could not be recorded, so it was not answered.") from None
+                raise unrecorded() from None
     if provider.journal is not None:
         # PostgreSQL: the rows of concurrent calls in one commit; answered once they are durable.
         await provider.journal.write(audit_row, access_row)

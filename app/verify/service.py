@@ -21,15 +21,17 @@ from app.core import audit
 from app.core.audit import Actor
 from app.core.batching import Coalescer
 from app.core.context import request_id_var
-from app.core.errors import InvalidInput, NotFound, Problem, ServiceUnavailable
+from app.core.errors import InvalidInput, NotFound, Problem
 from app.core.journal import (
     JOURNAL_CTES,
     STATEMENT_TIMEOUT,
     AccessRow,
     AuditRow,
+    Journal,
     JournalRows,
     journal_params,
     journal_rows,
+    unrecorded,
 )
 from app.core.schemas import fold_name
 from app.documents.service import document_status
@@ -107,12 +109,13 @@ class IdentityChecks(Coalescer[_Check, _Outcome]):
     a time, so that a refused row fails its own check only, and its reads are retried; when
     the connection is lost or stalls, every check in the statement answers 503."""
 
-    def __init__(self, dsn: str, max_batch: int = 500) -> None:
-        super().__init__(_unrecorded, max_batch)
+    def __init__(self, dsn: str, journal: Journal, max_batch: int = 500) -> None:
+        super().__init__(unrecorded, max_batch)
         # Its own connection: one statement is in flight at a time, and a pool's acquire and
         # release would cost more CPU than the statement itself (bench/token.py).
         self._dsn = dsn
         self._conn: Any = None
+        self._journal = journal  # for writing rows one call at a time after a refusal
 
     async def _drain(self) -> None:
         # Checks decided in the previous round trip, whose rows the next one commits.
@@ -133,7 +136,8 @@ class IdentityChecks(Coalescer[_Check, _Outcome]):
                         self._fail([done for _, done in batch])
                     else:
                         self._pending[0:0] = batch
-                        await self._write_one_by_one(decided)
+                        batch = []
+                        await self._write_each(decided)
                     decided, batch = [], []
                     continue
                 except Exception as exc:  # the connection is lost or stalled: nothing is known
@@ -166,20 +170,20 @@ class IdentityChecks(Coalescer[_Check, _Outcome]):
         )
         return found
 
-    async def _write_one_by_one(self, decided: list[tuple[JournalRows, asyncio.Future[_Outcome], _Outcome]]) -> None:
-        for i, (rows, done, outcome) in enumerate(decided):
-            try:
-                await self._statement(*journal_params([rows]), [])
-            except asyncpg.PostgresError:
-                self._fail([done])
+    async def _write_each(self, decided: list[tuple[JournalRows, asyncio.Future[_Outcome], _Outcome]]) -> None:
+        try:
+            outcomes = await self._journal.write_each([rows for rows, _, _ in decided])
+        except Exception as exc:  # the database is unreachable: nothing is known
+            log.error("identity checks: a round trip failed: %s", type(exc).__name__)
+            self._fail([done for _, done, _ in decided])
+            return
+        for (_, done, outcome), error in zip(decided, outcomes, strict=True):
+            if done.done():
                 continue
-            except Exception as exc:
-                log.error("identity checks: a round trip failed: %s", type(exc).__name__)
-                self._drop_connection()
-                self._fail([later for _, later, _ in decided[i:]])
-                return
-            if not done.done():
+            if error is None:
                 done.set_result(outcome)
+            else:
+                self._fail([done])
 
     def _drop_connection(self) -> None:
         """After a lost or stalled round trip, start again on a new connection (the next batch)."""
@@ -193,10 +197,6 @@ class IdentityChecks(Coalescer[_Check, _Outcome]):
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
-
-
-def _unrecorded() -> ServiceUnavailable:
-    return ServiceUnavailable("The call could not be recorded, so it was not answered.")
 
 
 def _identity_rows(check: _Check, result: str, record: _Record | None) -> tuple[AuditRow, AccessRow | None]:
@@ -273,7 +273,7 @@ async def verify_identity(
                 await session.commit()
             except SQLAlchemyError:
                 log.error("verify.identity could not be recorded; not answered")
-                raise _unrecorded() from None
+                raise unrecorded() from None
     if result != "match" or record is None:
         return IdentityResult(result=result, attributes=attributes, assurance_level=None, account_status=None)
     status = record.account_status or "none"

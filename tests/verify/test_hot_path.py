@@ -122,6 +122,25 @@ async def test_userinfo_that_cannot_be_recorded_is_not_answered(env: Harness) ->
     assert await env.count("audit_events", "action = 'oidc.userinfo' AND actor_id = :c", c=client_id) == 1
 
 
+async def test_a_refused_userinfo_row_fails_only_its_own_call(env: Harness) -> None:
+    from tests.oidc.test_tokens import logged_in_tokens
+
+    a_id, _, a_tokens = await logged_in_tokens(env)
+    b_id, _, b_tokens = await logged_in_tokens(env)
+    a_h = {"Authorization": f"Bearer {a_tokens['access_token']}"}
+    b_h = {"Authorization": f"Bearer {b_tokens['access_token']}"}
+    async with refusing_access_rows_of(env, a_id):
+        answers = await asyncio.gather(
+            env.client.get("/userinfo", headers=a_h), *(env.client.get("/userinfo", headers=b_h) for _ in range(6))
+        )
+    assert answers[0].status_code == 503 and answers[0].json()["type"] == "urn:eid:problem:unavailable"
+    assert [a.status_code for a in answers[1:]] == [200] * 6
+    userinfo = "action = 'oidc.userinfo' AND actor_id = :c"
+    assert await env.count("audit_events", userinfo, c=a_id) == 0
+    assert await env.count("audit_events", userinfo, c=b_id) == 6
+    assert await env.count("access_log", "channel = 'userinfo' AND recipient_id = :c", c=b_id) == 6
+
+
 async def test_a_call_that_cannot_be_recorded_is_not_answered(env: Harness) -> None:
     """When its access-log row cannot be written, the call answers 503 and leaves no row at
     all (not even its audit row): the batch is one statement."""
