@@ -85,6 +85,7 @@ def serve(
     import uvicorn
 
     from app.core.observability import configure_logging
+    from app.core.server import UVICORN_OPTIONS
 
     if demo:
         from app.demo.fixtures import FixturesInvalid, load_fixtures
@@ -105,16 +106,7 @@ def serve(
         raise typer.Exit(2)
     load_settings_or_exit()
     configure_logging(log_level.upper())
-    uvicorn.run(
-        "app.asgi:app",
-        host=host,
-        port=port,
-        workers=workers,
-        access_log=False,
-        log_config=None,
-        proxy_headers=False,
-        server_header=False,
-    )
+    uvicorn.run("app.asgi:app", host=host, port=port, workers=workers, **UVICORN_OPTIONS)
 
 
 @cli.command()

@@ -14,8 +14,9 @@ queue and gave 48/2 splits of 50 keep-alive connections, REFERENCE.md):
     python -m bench.token_app --port 8100 --ready-file /tmp/ready.1 &
     python -m bench.token_app --port 8100 --ready-file /tmp/ready.2 &
 
-uvicorn runs as ``eid serve`` runs it (uvloop and httptools, no access log from uvicorn, the
-app's own request log at ``--log-level``, no proxy headers, no server header).
+uvicorn runs as ``eid serve`` runs it (``app.core.server.UVICORN_OPTIONS``: uvloop and
+httptools, each response in one write, no access log from uvicorn, the app's own request log
+at ``--log-level``, no proxy headers, no server header).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from fastapi import FastAPI
 
 from app.core.config import Settings
 from app.core.observability import configure_logging
+from app.core.server import UVICORN_OPTIONS
 from app.main import create_app
 
 
@@ -77,11 +79,8 @@ def main() -> None:
     config = uvicorn.Config(
         create_bench_app,
         factory=True,
-        access_log=False,
-        log_config=None,
-        proxy_headers=False,
-        server_header=False,
         backlog=2048,
+        **UVICORN_OPTIONS,
     )
     _Server(config, args.ready_file).run(sockets=[sock])
 

@@ -68,6 +68,7 @@ def run_demo(*, host: str, port: int, data: Path | None, fixtures: Fixtures, iss
     import uvicorn
 
     from app.cli import run_migrations
+    from app.core.server import UVICORN_OPTIONS
 
     _Server = _server_class()
     from app.core.clock import Clock
@@ -113,7 +114,7 @@ def run_demo(*, host: str, port: int, data: Path | None, fixtures: Fixtures, iss
             flush=True,
         )
         app = create_app(settings, clock=clock)
-        server = _Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", server_header=False))
+        server = _Server(uvicorn.Config(app, lifespan="on", **UVICORN_OPTIONS))
         server.run(sockets=[sock])
     finally:
         sock.close()
