@@ -24,6 +24,16 @@ NAMING_CONVENTION = {
 }
 
 
+# The raw asyncpg connections of the hot paths (app/oidc/livecheck.py's pool, app/verify's
+# identity checks) run a few fixed statements, each prepared once per connection. PostgreSQL
+# plans a prepared statement anew on each of its first five executions, and from then on
+# whenever its generic plan looks costlier than the custom ones, which the data-modifying CTEs
+# of app/core/journal.py always do: ~250 µs of planning in every call (bench/token.py). These
+# connections use the generic plan, made once; PostgreSQL makes it again after ANALYZE changes
+# the tables' statistics, and after DDL.
+RAW_SERVER_SETTINGS = {"plan_cache_mode": "force_generic_plan"}
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 

@@ -27,6 +27,8 @@ from typing import Any
 from sqlalchemy import Uuid, bindparam, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.core.db import RAW_SERVER_SETTINGS
+
 log = logging.getLogger("eid.livecheck")
 CHANNEL = "eid_revocation"
 MAX_AGE = 60.0
@@ -79,7 +81,13 @@ class LiveCheck:
             return
         import asyncpg
 
-        self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._pool_size, reset=_no_reset)
+        self._pool = await asyncpg.create_pool(
+            self._dsn,
+            min_size=1,
+            max_size=self._pool_size,
+            reset=_no_reset,
+            server_settings={**RAW_SERVER_SETTINGS, "application_name": "eid-hot-path"},
+        )
         self._watch_own_commits(engine)
         await self._listen()
 

@@ -21,6 +21,7 @@ from app.core import audit
 from app.core.audit import Actor
 from app.core.batching import Coalescer
 from app.core.context import request_id_var
+from app.core.db import RAW_SERVER_SETTINGS
 from app.core.errors import InvalidInput, NotFound, Problem
 from app.core.journal import (
     JOURNAL_CTES,
@@ -163,7 +164,9 @@ class IdentityChecks(Coalescer[_Check, _Outcome]):
     async def _statement(self, audits: str, accesses: str, wanted: list[str]) -> list[Any]:
         if self._conn is None or self._conn.is_closed():
             self._conn = await asyncpg.connect(
-                self._dsn, timeout=5, server_settings={"application_name": "eid-identity-checks"}
+                self._dsn,
+                timeout=5,
+                server_settings={**RAW_SERVER_SETTINGS, "application_name": "eid-identity-checks"},
             )
         found: list[Any] = await self._conn.fetch(
             _PG_RECORD_AND_JOURNAL, audits, accesses, wanted, timeout=STATEMENT_TIMEOUT

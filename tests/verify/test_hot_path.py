@@ -328,3 +328,25 @@ async def test_batcher_answers_an_error_to_one_caller_only() -> None:
     results = await asyncio.gather(*(batcher.submit(i) for i in (1, 2, 3)), return_exceptions=True)
     assert results[0] == 1 and results[2] == 3
     assert isinstance(results[1], ValueError)
+
+
+async def test_hot_path_connections_plan_their_statements_once(env: Harness) -> None:
+    """PostgreSQL only: the raw connections of the hot paths use generic plans (app/core/db.py
+    RAW_SERVER_SETTINGS), or PostgreSQL would plan the journal's statement again in most calls."""
+    provider = env.app.state.oidc
+    if env.backend == "sqlite":
+        assert provider.live.raw_pool is None
+        return
+    _, h = await bank(env)
+    c = await env.citizen()
+    body = {"id_number": c["id_number"], "full_name": c["full_name"]}
+    assert (await env.client.post("/verify/identity", json=body, headers=h)).status_code == 200
+    checks = provider.identity_checks._conn  # the checks' own connection (earlier tests used it too)
+    plans = "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE 'WITH audit%'"
+    before = tuple(await checks.fetchrow(plans))
+    for _ in range(8):  # past the five custom plans PostgreSQL tries first
+        assert (await env.client.post("/verify/identity", json=body, headers=h)).status_code == 200
+    after = tuple(await checks.fetchrow(plans))
+    # One statement reads a call's record, the next commits its rows (sequential calls: 2 each).
+    assert (after[0] - before[0], after[1]) == (16, 0)
+    assert await provider.live.raw_pool.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
