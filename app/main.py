@@ -126,7 +126,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             await ctx.limiter.close()
             await engine.dispose()
 
-    app = FastAPI(title="e-ID service", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    on = settings.telemetry
+    app = FastAPI(
+        title="e-ID service",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        telemetry={"tracing": on, "metrics": on, "logs": on},
+    )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)

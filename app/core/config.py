@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     cache_ttl_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
     cookie_secure: bool | None = None  # default: Secure when the issuer is https
 
+    # FastAPI's OpenTelemetry spans, metrics and exception logs, for an operator who has set up
+    # an OpenTelemetry SDK. Off by default: its exception logs carry exception messages (which
+    # may hold personal data), and even unconfigured it asks for the providers on every request.
+    telemetry: bool = False
+
     @field_validator("database_url")
     @classmethod
     def _known_driver(cls, value: str) -> str:
