@@ -23,19 +23,25 @@ class ResponseModel(BaseModel):
 def clean_text(value: str) -> str:
     """NFC-normalise and refuse what cannot be stored or displayed safely: lone surrogates,
     control characters (including NUL), and text that is empty after stripping."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("contains invalid Unicode (lone surrogate)") from None
+    # Printable text (str.isprintable, in C) has none of the categories refused below, nor
+    # lone surrogates: only other text is examined character by character.
+    if not value.isprintable():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("contains invalid Unicode (lone surrogate)") from None
     value = unicodedata.normalize("NFC", value)
     # Cf: invisible format characters (U+202E right-to-left override, U+200B zero-width
     # space, soft hyphen) would let a name look like another.
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in value):
+    if not value.isprintable() and any(unicodedata.category(ch) in _REFUSED for ch in value):
         raise ValueError("contains control, invisible or unassigned characters")
     value = " ".join(value.split())
     if not value:
         raise ValueError("must not be empty")
     return value
+
+
+_REFUSED = frozenset(("Cc", "Cf", "Cs", "Co", "Cn"))
 
 
 def fold_name(name: str) -> str:
@@ -55,10 +61,15 @@ def normalise_phone(value: str) -> str:
     return "+84" + match.group(1)
 
 
+_EARLIEST_BIRTH = dt.date(1900, 1, 1)
+_A_DAY = dt.timedelta(days=1)
+
+
 def _birth_date(value: dt.date) -> dt.date:
-    if value < dt.date(1900, 1, 1):
+    if value < _EARLIEST_BIRTH:
         raise ValueError("must be on or after 1900-01-01")
-    if value > dt.date.today() + dt.timedelta(days=1):
+    # Tomorrow in UTC is on or after today in every time zone (and needs no local-time lookup).
+    if value > dt.datetime.now(dt.UTC).date() + _A_DAY:
         raise ValueError("must not be in the future")
     return value
 

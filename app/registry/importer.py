@@ -12,9 +12,9 @@ SQLite: batched executemany upserts.
 Throughput: parsing and validation run on the event loop while the previous batch is being
 written (one batch in flight at most, written in file order, each in its own transaction), so
 the database's work overlaps the Python work. The validation has fast paths for the common
-case (already-NFC printable text, a well-formed number) and falls back to the shared rules of
-``app.core.schemas`` whenever a fast path does not apply, so both give the same verdicts and
-messages.
+case (printable text, in ``app.core.schemas.clean_text`` itself; a well-formed number) and
+falls back to the shared rules of ``app.core.schemas`` whenever a fast path does not apply,
+so both give the same verdicts and messages.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import io
 import json
 import re
 import sys
-import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,18 +131,7 @@ def _parse_guardians(raw: Any, own_id: str) -> list[tuple[str, str]]:
 
 
 def _clean(value: str, name: str) -> str:
-    """clean_text, with a fast path for text that is printable once NFC-normalised.
-
-    ``str.isprintable()`` is false for every character of the categories Other (Cc, Cf, Cs,
-    Co, Cn) and Separator except the ASCII space, so a printable NFC string has none of the
-    characters clean_text refuses (a lone surrogate survives NFC and is Cs). Anything else —
-    tabs, no-break spaces, format characters, errors — goes through clean_text itself.
-    """
-    nfc = unicodedata.normalize("NFC", value)
-    if nfc.isprintable():
-        out = " ".join(nfc.split())
-        if out:
-            return out
+    """clean_text (whose fast path covers printable text), with the row's error."""
     try:
         return clean_text(value)
     except ValueError as exc:
