@@ -57,6 +57,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == _HERE:
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import base64  # noqa: E402
+import contextlib  # noqa: E402
 import datetime as dt  # noqa: E402
 import hashlib  # noqa: E402
 import html  # noqa: E402
@@ -378,6 +379,27 @@ class Servers:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def connections(self) -> list[int]:
+        """Established connections to the port, per process (from /proc: Linux only)."""
+        port = f":{self.port:04X}"
+        established: set[str] = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(OSError):
+                for line in Path(table).read_text().splitlines()[1:]:
+                    fields = line.split()
+                    if fields[1].endswith(port) and fields[3] == "01":
+                        established.add(fields[9])  # the socket's inode
+        counts = []
+        for proc in self.procs:
+            n = 0
+            with contextlib.suppress(OSError):
+                for fd in Path(f"/proc/{proc.pid}/fd").iterdir():
+                    with contextlib.suppress(OSError):
+                        target = os.readlink(fd)
+                        n += target.startswith("socket:[") and target[8:-1] in established
+            counts.append(n)
+        return counts
+
     def cpu_seconds(self) -> float:
         """User + system CPU time of the server processes so far (from /proc)."""
         return sum(_proc_cpu(proc.pid) for proc in self.procs)
@@ -524,16 +546,36 @@ def check(base_url: str, ep: Endpoint) -> None:
 
 
 def run_wrk(
-    base_url: str, ep: Endpoint, script: Path, *, seconds: float, connections: int, threads: int
+    base_url: str,
+    ep: Endpoint,
+    script: Path,
+    *,
+    seconds: float,
+    connections: int,
+    threads: int,
+    servers: Servers | None = None,
 ) -> dict[str, Any]:
+    """One wrk run; with ``servers``, also how its connections were spread over the processes
+    (SO_REUSEPORT hashes them: an uneven split raises the busier process's latency)."""
     cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s", "--timeout", "5s",
            "-s", str(script), base_url + ep.path]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, check=False)
-    match = re.search(r"^WRK_RESULT (\{.*\})$", out.stdout, re.MULTILINE)
-    if out.returncode != 0 or match is None:
-        raise RuntimeError(f"wrk failed ({out.returncode}): {out.stdout}\n{out.stderr}")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    split: list[int] = []
+    if servers is not None:
+        time.sleep(min(1.0, seconds / 2))
+        split = servers.connections()
+    try:
+        stdout, stderr = proc.communicate(timeout=seconds + 30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    match = re.search(r"^WRK_RESULT (\{.*\})$", stdout, re.MULTILINE)
+    if proc.returncode != 0 or match is None:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {stdout}\n{stderr}")
     result: dict[str, Any] = json.loads(match.group(1))
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    if split:
+        result["connections_per_process"] = split
     return result
 
 
@@ -548,7 +590,7 @@ def measure(
                 run_wrk(servers.base_url, ep, scripts[ep.name], seconds=args.warmup, **kw)
             spies = start_py_spy(servers, ep.name, args) if args.py_spy else []
             before = CpuSnapshot.take(servers, db_name)
-            r = run_wrk(servers.base_url, ep, scripts[ep.name], seconds=args.duration, **kw)
+            r = run_wrk(servers.base_url, ep, scripts[ep.name], seconds=args.duration, servers=servers, **kw)
             r |= CpuSnapshot.take(servers, db_name).since(before, r["requests"])
             for spy in spies:
                 spy.wait(timeout=args.duration + 30)
@@ -560,7 +602,13 @@ def measure(
                 f"  round {rnd + 1} {ep.name:<26} {r['rps']:>7.0f} req/s  p50 {r['p50_us'] / 1000:6.2f} ms"
                 f"  p99 {r['p99_us'] / 1000:6.2f} ms  CPU/req: server {r['server_cpu_us_per_request']:4.0f} µs,"
                 f" postgres {r['postgres_cpu_us_per_request']:4.0f} µs, wrk {r['wrk_cpu_us_per_request']:3.0f} µs;"
-                f" others {r['other_cpu_share']:.0%} of busy CPU" + (f"  ERRORS {r['errors']}" if r["errors"] else ""),
+                f" others {r['other_cpu_share']:.0%} of busy CPU"
+                + (
+                    f"; connections {'/'.join(map(str, r['connections_per_process']))}"
+                    if r.get("connections_per_process")
+                    else ""
+                )
+                + (f"  ERRORS {r['errors']}" if r["errors"] else ""),
                 flush=True,
             )
     return runs
