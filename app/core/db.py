@@ -95,10 +95,12 @@ def make_engine(settings: Settings, *, url: str | None = None, reader: bool = Fa
         else:
             event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
         return engine
+    # A fixed pool: connections opened past it ("overflow") are closed on return, so a busy
+    # process kept forking and tearing down PostgreSQL backends (tests/core/test_db_pool.py).
     return create_async_engine(
         url,
         pool_size=settings.database_pool_size,
-        max_overflow=settings.database_pool_size,
+        max_overflow=0,
         pool_pre_ping=False,
     )
 

@@ -1,0 +1,33 @@
+"""The PostgreSQL pool holds at most EID_DATABASE_POOL_SIZE connections per process: a call
+beyond it waits for one to be returned. An overflow (connections opened past the pool and
+closed on return) made every busy moment fork and tear down PostgreSQL backends
+(bench/token.py, userinfo: a third of the machine's CPU)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from app.core.db import make_engine
+from tests.support import Harness
+
+
+async def test_the_pool_never_opens_more_than_its_size(env: Harness) -> None:
+    if env.backend == "sqlite":
+        return  # SQLite has no server connections to budget
+    settings = env.ctx.settings.model_copy(update={"database_pool_size": 3})
+    engine = make_engine(settings)
+    try:
+        async with contextlib.AsyncExitStack() as held:
+            for _ in range(3):
+                await held.enter_async_context(engine.connect())
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(engine.connect().__aenter__(), timeout=0.5)
+        # Returned connections are reused, not reopened.
+        async with engine.connect():
+            pass
+        assert engine.pool.checkedin() == 3  # type: ignore[attr-defined]
+    finally:
+        await engine.dispose()
