@@ -177,7 +177,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(verify_me_router)
     # The hottest endpoints are matched before everything else and skip FastAPI's per-request
     # layers (app/core/hotpath.py); the OpenAPI document describes them from their APIRoutes.
-    serve_hot_routes(app, [r for r in verify_hot_router.routes if isinstance(r, APIRoute)])
+    hot_paths = ("/token", "/introspect", "/userinfo", "/jwks", "/.well-known/openid-configuration")
+    oidc_hot = [r for r in oidc_router.routes if isinstance(r, APIRoute) and r.path in hot_paths]
+    serve_hot_routes(app, [*oidc_hot, *(r for r in verify_hot_router.routes if isinstance(r, APIRoute))])
     return app
 
 

@@ -663,6 +663,8 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]
             "other_cpu_share": round(median["other_cpu_share"], 3),
             "errors": sum(r["errors"] for r in results),
             "rps_all_rounds": [round(r["rps"], 1) for r in results],
+            "p99_ms_all_rounds": [round(r["p99_us"] / 1000, 3) for r in results],
+            "connections_per_process_all_rounds": [r.get("connections_per_process") for r in results],
             "other_cpu_share_all_rounds": [round(r["other_cpu_share"], 3) for r in results],
         }
     bare, bare_cpu = rows["bare"]["rps"], sum(rows["bare"][k] for k in CPU_KEYS)

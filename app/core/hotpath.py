@@ -66,10 +66,11 @@ class HotRoutes:
 
 def serve_hot_routes(app: FastAPI, routes: Sequence[APIRoute]) -> None:
     """Serve these routes' endpoints (each taking the raw Request) ahead of FastAPI's layers.
-    They are also put first in the router, as plain Starlette routes, which answers their
-    other methods (405) and any request the exact match misses (a root path, say). The
-    OpenAPI document still describes them from their APIRoutes (app.main)."""
-    app.router.routes[0:0] = [Route(r.path, r.endpoint, methods=sorted(r.methods or ())) for r in routes]
+    Those not in the router already are put first in it, as plain Starlette routes, which
+    answers their other methods (405) and any request the exact match misses (a root path,
+    say); the OpenAPI document describes them from their APIRoutes (app.main)."""
+    missing = [r for r in routes if r not in app.router.routes]
+    app.router.routes[0:0] = [Route(r.path, r.endpoint, methods=sorted(r.methods or ())) for r in missing]
     build = app.build_middleware_stack
 
     def build_with_hot_routes() -> ASGIApp:
