@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from app.core.server import UVICORN_OPTIONS, _JoinedWrites
+from app.core.server import MAX_HELD, UVICORN_OPTIONS, _JoinedWrites
 
 
 class FakeTransport:
@@ -41,6 +41,12 @@ class FakeTransport:
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return ("127.0.0.1", 8000) if name == "sockname" else default
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def write_eof(self) -> None:
+        self.writes.append(b"<eof>")
 
 
 def joined() -> tuple[_JoinedWrites, FakeTransport]:
@@ -83,6 +89,20 @@ async def test_close_sends_what_is_pending_first_and_abort_drops_it() -> None:
     assert fake.writes == [] and fake.aborted
 
 
+async def test_past_64_kib_writes_go_to_the_socket_at_once() -> None:
+    """So that the socket transport's flow control still pauses a large or streamed body."""
+    transport, fake = joined()
+    chunk = b"x" * (MAX_HELD // 2)
+    transport.write(chunk)
+    transport.write(chunk)
+    assert fake.writes == [] and transport.get_write_buffer_size() == MAX_HELD
+    transport.write(b"y")  # over the limit: no waiting for the end of the turn
+    assert fake.writes == [chunk + chunk + b"y"] and transport.get_write_buffer_size() == 0
+    transport.write(b"tail")
+    transport.write_eof()  # what is pending goes first
+    assert fake.writes[1:] == [b"tail", b"<eof>"]
+
+
 async def test_everything_else_is_the_socket_transports() -> None:
     transport, fake = joined()
     assert transport.get_extra_info("sockname") == ("127.0.0.1", 8000)
@@ -110,6 +130,19 @@ async def _stream(_: Request) -> Response:
     return StreamingResponse(chunks(), media_type="text/plain")
 
 
+BIG_CHUNKS = 300  # of 64 KiB: ~19 MiB, far more than the socket buffers hold (~4 MiB seen)
+produced: list[int] = []
+
+
+async def _big(_: Request) -> Response:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(BIG_CHUNKS):  # never awaits by itself: only flow control can stop it
+            produced.append(1)
+            yield b"z" * 65536
+
+    return StreamingResponse(chunks(), media_type="application/octet-stream")
+
+
 async def _echo(request: Request) -> Response:
     return Response(await request.body(), media_type="application/octet-stream")
 
@@ -118,6 +151,7 @@ APP = Starlette(
     routes=[
         Route("/hello", _hello, methods=["GET", "HEAD"]),
         Route("/stream", _stream),
+        Route("/big", _big),
         Route("/echo", _echo, methods=["POST"]),
     ]
 )
@@ -131,8 +165,11 @@ async def server() -> AsyncIterator[tuple[str, int]]:
     srv = uvicorn.Server(config)
     srv.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(srv.serve(sockets=[sock]))
-    while not srv.started:
+    for _ in range(500):
+        if srv.started or task.done():
+            break
         await asyncio.sleep(0.01)
+    assert srv.started, "the server did not start"
     try:
         yield sock.getsockname()
     finally:
@@ -150,12 +187,12 @@ async def read_response(reader: asyncio.StreamReader, *, head: bool = False) -> 
     if head:
         return status, headers, b""
     if headers.get(b"transfer-encoding") == b"chunked":
-        body = b""
+        parts = []
         while size := int((await reader.readuntil(b"\r\n")).strip(), 16):
-            body += await reader.readexactly(size)
+            parts.append(await reader.readexactly(size))
             await reader.readexactly(2)
         await reader.readexactly(2)
-        return status, headers, body
+        return status, headers, b"".join(parts)
     return status, headers, await reader.readexactly(int(headers[b"content-length"]))
 
 
@@ -184,6 +221,16 @@ async def test_one_keep_alive_connection_carries_every_kind_of_answer(server: tu
         assert headers[b"transfer-encoding"] == b"chunked" and body == b"one,two,three"
         writer.write(b"GET /hello HTTP/1.1\r\nhost: x\r\n\r\n")  # still usable after all that
         assert (await asyncio.wait_for(read_response(reader), 5))[2] == b"hello"
+
+
+async def test_a_client_that_does_not_read_holds_back_a_big_body(server: tuple[str, int]) -> None:
+    produced.clear()
+    async with connection(server) as (reader, writer):
+        writer.write(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n")
+        await asyncio.sleep(0.5)  # reading nothing: the server must stop producing
+        assert 0 < len(produced) < BIG_CHUNKS // 2
+        status, _, body = await asyncio.wait_for(read_response(reader), 30)  # then it all arrives
+        assert status == b"HTTP/1.1 200 OK\r\n" and len(body) == BIG_CHUNKS * 65536
 
 
 async def test_100_continue_is_sent_before_the_body_is(server: tuple[str, int]) -> None:
