@@ -6,11 +6,13 @@ and the route's own request/response and exception wrappers), each a coroutine c
 most, a wrapped ``send``. For a bank's identity check they cost more CPU than the app's own
 middleware and the check's body parsing together (bench/token.py, py-spy).
 
-A hot route is matched first, by method and exact path, and runs inside the same middleware as
-every other route (the app's own, rebuilt from ``app.user_middleware``: request ID and access
-log, body-size limit, the demo header) with the app's own exception handlers, so its answers,
-errors included, are those of any route. Every other request goes through FastAPI unchanged,
-and so do other methods on a hot path (405 from the router).
+A hot route is matched first, by method and exact path (below any root path), and runs inside
+the same layers of the app's that every route runs in: Starlette's server-error middleware with
+the app's 500 handler, the app's own middleware rebuilt from ``app.user_middleware`` (request
+ID and access log, body-size limit, the demo header), and the app's other exception handlers,
+looked up as Starlette's exception middleware does. Its answers, errors included, are those of
+any route. Every other request goes through FastAPI unchanged, and so do other methods on a
+hot path (405 from the router).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -36,6 +39,9 @@ def _lookup(handlers: dict[Any, Any], exc: Exception) -> Any:
 
 
 def _endpoint_app(endpoint: Endpoint, handlers: dict[Any, Any]) -> ASGIApp:
+    """The route: its endpoint, and the handlers of the exceptions it raises (not of 500 and
+    Exception: those are the server-error middleware's, outside the app's middleware)."""
+
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive, send)
         try:
@@ -50,6 +56,15 @@ def _endpoint_app(endpoint: Endpoint, handlers: dict[Any, Any]) -> ASGIApp:
     return app
 
 
+def _route_path(scope: Scope) -> str:
+    """The path below the root path, as Starlette's router matches it."""
+    path: str = scope["path"]
+    root = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
+        return path[len(root) :]
+    return path
+
+
 class HotRoutes:
     def __init__(self, app: ASGIApp, routes: dict[tuple[str, str], ASGIApp]) -> None:
         self.app = app
@@ -57,28 +72,39 @@ class HotRoutes:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            hot = self.routes.get((scope["method"], scope["path"]))
+            hot = self.routes.get((scope["method"], _route_path(scope)))
             if hot is not None:
                 await hot(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
 
+def _shadow(route: APIRoute) -> Route:
+    """A plain route for the router, with the APIRoute's methods only (Starlette would add HEAD
+    to a GET route, which the APIRoute does not answer)."""
+    shadow = Route(route.path, route.endpoint, methods=sorted(route.methods or ()))
+    if shadow.methods is not None and "HEAD" not in (route.methods or ()):
+        shadow.methods.discard("HEAD")
+    return shadow
+
+
 def serve_hot_routes(app: FastAPI, routes: Sequence[APIRoute]) -> None:
     """Serve these routes' endpoints (each taking the raw Request) ahead of FastAPI's layers.
-    Those not in the router already are put first in it, as plain Starlette routes, which
-    answers their other methods (405) and any request the exact match misses (a root path,
-    say); the OpenAPI document describes them from their APIRoutes (app.main)."""
-    missing = [r for r in routes if r not in app.router.routes]
-    app.router.routes[0:0] = [Route(r.path, r.endpoint, methods=sorted(r.methods or ())) for r in missing]
+    They are also put first in the router, as plain Starlette routes, which answer their other
+    methods (405) and any request the exact match would miss; the OpenAPI document describes
+    them from their APIRoutes (app.main)."""
+    app.router.routes[0:0] = [_shadow(r) for r in routes]
     build = app.build_middleware_stack
 
     def build_with_hot_routes() -> ASGIApp:
         hot: dict[tuple[str, str], ASGIApp] = {}
+        error_handler = app.exception_handlers.get(500) or app.exception_handlers.get(Exception)
+        handlers = {k: v for k, v in app.exception_handlers.items() if k not in (500, Exception)}
         for route in routes:
-            chain = _endpoint_app(route.endpoint, app.exception_handlers)
+            chain = _endpoint_app(route.endpoint, handlers)
             for cls, args, kwargs in reversed(app.user_middleware):
                 chain = cls(chain, *args, **kwargs)
+            chain = ServerErrorMiddleware(chain, handler=error_handler, debug=app.debug)
             for method in route.methods or ():
                 hot[(method, route.path)] = chain
         return HotRoutes(build(), hot)

@@ -28,7 +28,14 @@ async def hot_endpoint(request: Request) -> Response:
         raise Forbidden("Not you.")
     if what == "bug":
         raise RuntimeError("a defect")
-    return Response(await request.body(), media_type="application/octet-stream")
+    # The router sets "endpoint" in the scope of the routes it matches: a hot route has none.
+    routed = {"x-routed": "yes"} if "endpoint" in request.scope else {}
+    return Response(await request.body(), media_type="application/octet-stream", headers=routed)
+
+
+@hot.get("/hot-get")
+async def hot_get(request: Request) -> Response:
+    return Response(b"got", headers={"x-routed": "yes"} if "endpoint" in request.scope else {})
 
 
 class Tag:
@@ -71,7 +78,7 @@ async def http() -> Any:
 async def test_a_hot_route_runs_inside_the_apps_middleware(http: httpx.AsyncClient, caplog: Any) -> None:
     with caplog.at_level(logging.INFO, logger="eid.access"):
         r = await http.post("/hot", content=b"ping", headers={"X-Request-ID": "req-1"})
-    assert (r.status_code, r.content) == (200, b"ping")
+    assert (r.status_code, r.content) == (200, b"ping") and "x-routed" not in r.headers
     assert r.headers["x-tag"] == "inner" and r.headers["x-request-id"] == "req-1"
     assert any("POST /hot 200" in m and "rid=req-1" in m for m in caplog.messages)
     too_big = await http.post("/hot", content=b"x" * 17)
@@ -94,6 +101,17 @@ async def test_other_methods_and_paths_go_through_fastapi(http: httpx.AsyncClien
     r = await http.get("/hot")  # not the hot route's method: FastAPI's router answers
     assert r.status_code == 405 and r.json()["type"] == "urn:eid:problem:method-not-allowed"
     assert r.headers["x-tag"] == "inner"
+    got = await http.get("/hot-get")
+    assert got.content == b"got" and "x-routed" not in got.headers
+    r = await http.head("/hot-get")  # a GET route does not grow a HEAD
+    assert r.status_code == 405
+
+
+async def test_below_a_root_path_the_hot_route_still_matches() -> None:
+    transport = httpx.ASGITransport(app=small_app(), root_path="/eid")
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        r = await client.post("/eid/hot", content=b"ping")
+    assert (r.status_code, r.content) == (200, b"ping") and "x-routed" not in r.headers
 
 
 async def test_the_identity_check_answers_as_every_route_does(env: Harness, caplog: Any) -> None:
