@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     demo: bool = False
     database_url: str = DEFAULT_SQLITE_URL
     database_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
+    # How long a request waits for a free connection before it answers 503.
+    database_pool_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
     redis_url: str | None = None
     redis_prefix: str = "eid:"
     issuer: str = "http://127.0.0.1:8000"

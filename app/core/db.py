@@ -101,6 +101,7 @@ def make_engine(settings: Settings, *, url: str | None = None, reader: bool = Fa
         url,
         pool_size=settings.database_pool_size,
         max_overflow=0,
+        pool_timeout=settings.database_pool_timeout_seconds,
         pool_pre_ping=False,
     )
 

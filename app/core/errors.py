@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -177,6 +178,14 @@ async def _http_handler(_request: Request, exc: Exception) -> Response:
     return problem_response(exc.status_code, slug, title, headers=getattr(exc, "headers", None))
 
 
+async def _pool_busy_handler(request: Request, _exc: Exception) -> Response:
+    # Every database connection of this process stayed in use for EID_DATABASE_POOL_TIMEOUT_SECONDS.
+    log.warning(
+        "no database connection free on %s %s: answered 503", request.method, request.scope.get("route_path", "?")
+    )
+    return ServiceUnavailable("The service is busy.").to_response()
+
+
 async def _unhandled_handler(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.scope.get("route_path", "?"))
     return problem_response(500, "internal", "Internal error", "The error was logged; nothing was changed.")
@@ -187,4 +196,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _problem_handler)
     app.add_exception_handler(OAuthError, _oauth_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
+    app.add_exception_handler(PoolTimeout, _pool_busy_handler)
     app.add_exception_handler(Exception, _unhandled_handler)
