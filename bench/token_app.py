@@ -4,12 +4,14 @@ the framework's own ceiling measured in the same processes:
 
 - ``GET /bench/bare`` is put first in the route table, as in an app that has only it. Starlette
   and FastAPI match routes in order, and FastAPI 0.163 matches each included router on every
-  request, so a route behind the app's nine routers costs ~85 µs more CPU per request;
+  request, so a route behind the app's routers costs more CPU per request (~350 µs more in
+  the last full run, bench/results/token.json);
 - ``GET /bench/bare-last`` is the same route appended last: that gap is the routing cost.
 
 Run one process per core, each binding its own listening socket with ``SO_REUSEPORT`` so the
-kernel spreads connections evenly between them (``uvicorn --workers N`` shares one accept
-queue and gave 48/2 splits of 50 keep-alive connections, REFERENCE.md):
+kernel spreads connections between them by a hash (splits of 50 connections from 25/25 to
+15/35 were seen; bench/token.py prints each), where ``uvicorn --workers N`` shares one accept
+queue and gave 48/2 splits (REFERENCE.md):
 
     python -m bench.token_app --port 8100 --ready-file /tmp/ready.1 &
     python -m bench.token_app --port 8100 --ready-file /tmp/ready.2 &

@@ -35,10 +35,11 @@ def _out(req: EkycRequest, now: dt.datetime) -> EkycRequestOut:
     return EkycRequestOut(id=req.id, status=status, claims=req.claims, purpose=req.purpose, expires_at=req.expires_at)
 
 
-# A bank's hot path. app.main serves these routes as plain Starlette routes, matched before
-# every other route, and documents them from these declarations: FastAPI's per-request
-# machinery (dependencies, body and response models) costs more than the check itself
-# (bench/token.py). The endpoints take the raw Request and parse their bodies by hand.
+# A bank's hot path. app.main serves these routes through app/core/hotpath.py, matched before
+# every other route and past FastAPI's per-request layers, and documents them from these
+# declarations: FastAPI's machinery (dependencies, body and response models, its middleware
+# stack) costs more than the check itself (bench/token.py). The endpoints take the raw
+# Request and parse their bodies by hand.
 hot = APIRouter(prefix="/verify", tags=["verify"])
 # Their bodies' schemas, which app.main adds to the OpenAPI document.
 HOT_BODY_MODELS = (IdentityQuery,)

@@ -46,9 +46,11 @@ async def test_a_request_that_finds_no_free_connection_answers_503(env: Harness)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             login = {"username": "nobody.here", "password": "not a password at all"}
             assert (await client.post("/staff/token", json=login)).status_code == 401
+            attempts = await env.count("audit_events", "action = 'staff.login'")
             async with app.state.engine.connect():  # the only connection, held
                 r = await client.post("/staff/token", json=login)
                 assert r.status_code == 503 and r.headers["retry-after"] == "1"
                 assert r.json()["type"] == "urn:eid:problem:unavailable"
                 assert (await client.get("/readyz")).status_code == 503
+            assert await env.count("audit_events", "action = 'staff.login'") == attempts  # nothing written
             assert (await client.get("/readyz")).status_code == 200
