@@ -28,6 +28,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.core.config import Settings, SmsGatewayKind
 from app.core.crypto import Keyring
 from app.core.db import Base, UTCDateTime
+from app.core.outbox import deliver_due
 from app.core.privacy import mask_phone
 
 log = logging.getLogger("eid.sms")
@@ -142,36 +143,34 @@ async def deliver_pending(
     max_attempts: int,
     batch: int = 50,
 ) -> int:
-    """Deliver due messages once; returns how many were sent. Safe with several workers on
-    PostgreSQL (rows are claimed with FOR UPDATE SKIP LOCKED)."""
-    sent = 0
-    async with sessionmaker() as session, session.begin():
-        stmt = (
-            select(SmsMessage)
-            .where(SmsMessage.status == "queued", SmsMessage.next_attempt_at <= now)
-            .order_by(SmsMessage.next_attempt_at)
-            .limit(batch)
-            .with_for_update(skip_locked=True)
-        )
-        for msg in (await session.scalars(stmt)).all():
-            msg.attempts += 1
-            try:
-                await gateway.send(msg.phone, open_body(keyring, msg))
-            except Exception as exc:
-                msg.last_error = type(exc).__name__
-                if msg.attempts >= max_attempts:
-                    msg.status = "failed"
-                    log.warning("sms %s to %s failed for good", msg.id, mask_phone(msg.phone))
-                else:
-                    msg.next_attempt_at = now + _backoff(msg.attempts)
-                continue
-            msg.status = "sent"
-            msg.sent_at = now
-            msg.last_error = None
-            # The secret has left; keep no readable copy once delivered.
-            msg.body_sealed = keyring.sealer.seal(b"[delivered]", context=str(msg.id))
-            sent += 1
-    return sent
+    """Deliver due messages once (app/core/outbox.py: no transaction is open while the gateway
+    is called); returns how many were sent."""
+
+    def record(msg: SmsMessage, error: Exception | None) -> None:
+        if error is not None:
+            msg.last_error = type(error).__name__
+            if msg.status == "failed":
+                log.warning("sms %s to %s failed for good", msg.id, mask_phone(msg.phone))
+            return
+        msg.sent_at = now
+        msg.last_error = None
+        # The secret has left; keep no readable copy once delivered.
+        msg.body_sealed = keyring.sealer.seal(b"[delivered]", context=str(msg.id))
+
+    async def send(message: tuple[str, str]) -> None:
+        await gateway.send(*message)
+
+    return await deliver_due(
+        sessionmaker,
+        SmsMessage,
+        now=now,
+        max_attempts=max_attempts,
+        backoff=_backoff,
+        prepare=lambda msg: (msg.phone, open_body(keyring, msg)),
+        send=send,
+        record=record,
+        batch=batch,
+    )
 
 
 async def delivery_loop(

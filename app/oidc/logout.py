@@ -20,6 +20,7 @@ from starlette.responses import RedirectResponse, Response
 from app.accounts.models import CitizenSession
 from app.core import audit
 from app.core.audit import Actor
+from app.core.outbox import deliver_due
 from app.oidc.authorize import error_page, render
 from app.oidc.claims import pairwise_sub
 from app.oidc.endpoints import read_form
@@ -169,27 +170,24 @@ async def end_session(provider: Provider, session: AsyncSession, login: CitizenS
 async def deliver_logout_notifications(
     sessionmaker: async_sessionmaker[AsyncSession], http: httpx.AsyncClient, *, now: dt.datetime, max_attempts: int = 5
 ) -> int:
-    sent = 0
-    async with sessionmaker() as session, session.begin():
-        rows = (await session.scalars(
-            select(LogoutNotification).where(LogoutNotification.status == "queued", LogoutNotification.next_attempt_at <= now)
-            .order_by(LogoutNotification.next_attempt_at).limit(50).with_for_update(skip_locked=True)
-        )).all()  # fmt: skip
-        for row in rows:
-            row.attempts += 1
-            try:
-                resp = await http.post(row.uri, data={"logout_token": row.logout_token}, timeout=5.0)
-                ok = resp.status_code in (200, 204)
-            except httpx.HTTPError:
-                ok = False
-            if ok:
-                row.status = "sent"
-                sent += 1
-            elif row.attempts >= max_attempts:
-                row.status = "failed"
-            else:
-                row.next_attempt_at = now + dt.timedelta(seconds=min(2**row.attempts, 300))
-    return sent
+    """One delivery pass (app/core/outbox.py: no transaction is open while a portal is called)."""
+
+    async def post(notification: tuple[str, str]) -> None:
+        uri, token = notification
+        resp = await http.post(uri, data={"logout_token": token}, timeout=5.0)
+        if resp.status_code not in (200, 204):
+            raise RuntimeError(f"the portal answered {resp.status_code}")
+
+    return await deliver_due(
+        sessionmaker,
+        LogoutNotification,
+        now=now,
+        max_attempts=max_attempts,
+        backoff=lambda attempts: dt.timedelta(seconds=min(2**attempts, 300)),
+        prepare=lambda row: (row.uri, row.logout_token),
+        send=post,
+        record=lambda _row, _error: None,
+    )
 
 
 async def logout_delivery_loop(provider: Provider, stop: asyncio.Event) -> None:

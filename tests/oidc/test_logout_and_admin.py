@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import uuid
 
 import httpx
 
 from app.oidc.logout import deliver_logout_notifications
+from app.oidc.models import LogoutNotification
 from tests.oidc.flow import exchange, jwt_parts, make_client, pkce_pair, query, sign_in_and_consent
 from tests.support import Harness
 
@@ -63,11 +65,11 @@ async def test_rp_initiated_logout_with_back_channel_notification(env: Harness) 
         return httpx.Response(200)
 
     # The app's own delivery worker may try first (the portal is unreachable from here), which
-    # puts the next attempt a few seconds later, or hold the row while it tries: deliver as of
-    # later, until it is this pass's turn.
+    # puts the next attempt a few seconds later, or be claiming the row at that moment: deliver
+    # as of later, until it is this pass's turn.
     mine: list[str] = []
     async with httpx.AsyncClient(transport=httpx.MockTransport(portal)) as http:
-        for _ in range(300):  # up to ~30 s: the worker's own try may take its 5 s timeout
+        for _ in range(300):  # up to ~30 s
             later = env.ctx.clock.now() + dt.timedelta(minutes=10)
             await deliver_logout_notifications(env.ctx.sessionmaker, http, now=later)
             mine = [t for t in received if jwt_parts(t)[1].get("sid") == sid]
@@ -234,3 +236,42 @@ async def test_discovery_lists_what_is_supported(env: Harness) -> None:
         r = await env.client.request("GET", path)
         assert r.status_code != 404, key
     assert (await env.client.get("/.well-known/oauth-authorization-server")).json() == doc
+
+
+async def test_logout_delivery_holds_no_transaction_while_the_portal_answers(env: Harness) -> None:
+    """A slow portal must not hold database locks (on SQLite: every other writer): the row is
+    claimed and committed before the call, and its outcome recorded after it."""
+    later = env.ctx.clock.now() + dt.timedelta(days=30)  # due only for this test's passes
+    row_id = uuid.uuid4()
+    async with env.ctx.sessionmaker() as session:
+        session.add(
+            LogoutNotification(
+                id=row_id, client_id="portal-x", uri="https://portal-x.example/bc", logout_token="t",
+                next_attempt_at=later, created_at=env.ctx.clock.now(),
+            )
+        )  # fmt: skip
+        await session.commit()
+    seen: list[int] = []
+    answers = [500, 200]
+
+    async def portal(_request: httpx.Request) -> httpx.Response:
+        # While the call is in flight, another transaction can write, and lock this very row.
+        async with env.ctx.sessionmaker() as session, session.begin():
+            row = await session.get(LogoutNotification, row_id, with_for_update={"nowait": True})
+            assert row is not None
+            seen.append(row.attempts)
+        return httpx.Response(answers.pop(0))
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(portal)) as http:
+        assert await deliver_logout_notifications(env.ctx.sessionmaker, http, now=later) == 0
+        async with env.ctx.sessionmaker() as session:
+            row = await session.get(LogoutNotification, row_id)
+            assert row is not None and (row.status, row.attempts) == ("queued", 1)
+            retry_at = row.next_attempt_at
+        assert retry_at > later  # backed off: not due again at once
+        assert await deliver_logout_notifications(env.ctx.sessionmaker, http, now=later) == 0
+        assert await deliver_logout_notifications(env.ctx.sessionmaker, http, now=retry_at) == 1
+    assert seen == [1, 2]  # each attempt was counted and committed before the call
+    async with env.ctx.sessionmaker() as session:
+        row = await session.get(LogoutNotification, row_id)
+        assert row is not None and (row.status, row.attempts) == ("sent", 2)
