@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from sqlalchemy import text
 
+from app.accounts.pages import router as accounts_pages_router
 from app.accounts.router import me as me_router
 from app.accounts.router import officer as accounts_officer_router
 from app.accounts.router import public as accounts_router
@@ -28,9 +30,11 @@ from app.core.hotpath import serve_hot_routes
 from app.core.http import BodySizeLimit
 from app.core.journal import Journal
 from app.core.observability import RequestContext
+from app.core.pages import lang_router
 from app.core.passwords import PasswordHasher
 from app.core.ratelimit import make_rate_limiter
-from app.core.sms import delivery_loop, make_gateway
+from app.core.sms import delivery_loop, make_email_gateway, make_gateway
+from app.core.subscribers import make_subscriber_check
 from app.documents.router import admin as documents_admin_router
 from app.documents.router import agency as documents_router
 from app.documents.router import me as documents_me_router
@@ -39,7 +43,7 @@ from app.oidc.clients import ClientCache
 from app.oidc.endpoints import router as oidc_router
 from app.oidc.keys import KeyStore
 from app.oidc.livecheck import LiveCheck
-from app.oidc.logout import logout_delivery_loop
+from app.oidc.logout import logout_delivery_loop, on_access_ended
 from app.oidc.logout import router as logout_router
 from app.oidc.provider import Provider
 from app.registry.router import router as registry_router
@@ -71,7 +75,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             keyring=keyring,
             hasher=PasswordHasher(settings),
             clock=clock or Clock(),
-            limiter=make_rate_limiter(settings.redis_url, settings.redis_prefix),
+            limiter=make_rate_limiter(settings, keyring, sessionmaker),
+            subscribers=make_subscriber_check(settings),
         )
         app.state.ctx = ctx
         app.state.sessionmaker = sessionmaker
@@ -93,13 +98,16 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             provider.journal = Journal(provider.live.raw_pool)
             provider.identity_checks = IdentityChecks(provider.live.dsn, provider.journal)
         await provider.keys.ensure(ctx.clock.now())
+        ctx.on_access_ended.append(functools.partial(on_access_ended, provider))
         app.state.oidc = provider
         stop = asyncio.Event()
         workers = [asyncio.create_task(logout_delivery_loop(provider, stop))]
-        gateway = make_gateway(settings)
-        if gateway is not None:
+        sms_gateway, email_gateway = make_gateway(settings), make_email_gateway(settings)
+        if sms_gateway is not None or email_gateway is not None:
             workers.append(
-                asyncio.create_task(delivery_loop(sessionmaker, gateway, keyring, settings, ctx.clock.now, stop))
+                asyncio.create_task(
+                    delivery_loop(sessionmaker, sms_gateway, email_gateway, keyring, settings, ctx.clock.now, stop)
+                )
             )
         # Everything built so far lives as long as the process: keep it out of the cyclic
         # garbage collector's full passes, which otherwise rescan it all and stall the event
@@ -124,6 +132,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             if reader_engine is not engine:
                 await reader_engine.dispose()
             await ctx.limiter.close()
+            await ctx.subscribers.close()
             await engine.dispose()
 
     on = settings.telemetry
@@ -170,6 +179,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(admin_router)
     app.include_router(authorize_router)
     app.include_router(logout_router)
+    app.include_router(accounts_pages_router)
+    app.include_router(lang_router)
     app.include_router(consents_router)
     app.include_router(documents_router)
     app.include_router(documents_me_router)

@@ -1,11 +1,22 @@
 """Every table, imported once so that Alembic and the tests see the whole schema."""
 
-from app.accounts.models import Account, CitizenSession, DeclaredDocument, OfficerRegistration, OtpChallenge
+from app.accounts.models import (
+    Account,
+    CitizenSession,
+    ClaimApproval,
+    DeclaredDocument,
+    KnownBrowser,
+    OfficerRegistration,
+    OtpChallenge,
+    OtpFailure,
+)
 from app.admin.models import StaffMember, StaffSession
 from app.consent.models import AccessLogEntry, Consent
 from app.core.audit import AuditEvent
 from app.core.db import Base
-from app.core.sms import SmsMessage
+from app.core.notify import Notification
+from app.core.ratelimit import RateLimit
+from app.core.sms import EmailMessage, SmsMessage
 from app.documents.models import DocumentIssuerType, IdempotencyRecord, IntegratedDocument
 from app.oidc.models import (
     AuthorizationCode,
@@ -31,18 +42,24 @@ __all__ = [
     "Base",
     "Citizen",
     "CitizenSession",
+    "ClaimApproval",
     "Client",
     "Consent",
     "DeclaredDocument",
     "DocumentIssuerType",
     "EkycRequest",
+    "EmailMessage",
     "Grant",
     "GuardianLink",
     "IdempotencyRecord",
     "IntegratedDocument",
+    "KnownBrowser",
     "LogoutNotification",
+    "Notification",
     "OfficerRegistration",
     "OtpChallenge",
+    "OtpFailure",
+    "RateLimit",
     "RefreshToken",
     "RevokedAccessToken",
     "Share",

@@ -71,6 +71,9 @@ def make_settings(database_url: str, backend: str, tmp: Path, **overrides: objec
         "argon2_memory_kib": 1024,
         "argon2_time_cost": 1,
         "registration_rate_per_hour": 100_000,
+        "signin_rate_per_hour": 100_000,
+        # A fake operator registry the tests fill (env.subscribers.add): never in production.
+        "subscriber_check": "fake",
         # The PostgreSQL run also exercises the shared Redis rate limiter.
         "redis_url": REDIS_URL if backend == "postgresql" else None,
         "redis_prefix": f"eid-test-{uuid.uuid4().hex[:8]}:",

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from app.core.deps import AppContext
 from app.core.sms import read_outbox
+from app.core.subscribers import FakeSubscriberCheck
 from app.registry.idnumber import PROVINCES, Sex, make_id_number
 
 _serials = itertools.count(random.randint(0, 400_000))
@@ -44,6 +45,12 @@ class Harness:
     def ctx(self) -> AppContext:
         ctx: AppContext = self.app.state.ctx
         return ctx
+
+    @property
+    def subscribers(self) -> FakeSubscriberCheck:
+        fake = self.ctx.subscribers
+        assert isinstance(fake, FakeSubscriberCheck)
+        return fake
 
     def browser(self) -> httpx.AsyncClient:
         """A separate client with its own cookie jar (one citizen's browser)."""
@@ -92,18 +99,24 @@ class Harness:
             return await read_outbox(session, self.ctx.keyring, phone=phone)
 
     async def last_otp(self, phone: str) -> str:
-        messages = await self.outbox(phone)
-        assert messages, f"no SMS to {phone}"
+        """The newest one-time code sent to the phone."""
+        messages = [m for m in await self.outbox(phone) if m["purpose"].endswith("_otp")]
+        assert messages, f"no code sent to {phone}"
         match = re.search(r"\b(\d{6})\b", messages[0]["text"])
         assert match, messages[0]["text"]
         return match.group(1)
 
     async def last_password(self, phone: str) -> str:
-        messages = await self.outbox(phone)
-        assert messages, f"no SMS to {phone}"
-        match = re.search(r"(?:Mat khau tam thoi|password): (\S+)", messages[0]["text"])
+        """The newest initial password sent to the phone."""
+        messages = [m for m in await self.outbox(phone) if m["purpose"] == "initial_password"]
+        assert messages, f"no initial password sent to {phone}"
+        match = re.search(r"Mật khẩu tạm thời: (\S+)", messages[0]["text"])
         assert match, messages[0]["text"]
         return match.group(1)
+
+    async def notices(self, phone: str) -> list[str]:
+        """The security notifications sent to the phone by SMS, newest first."""
+        return [m["purpose"].removeprefix("notice_") for m in await self.outbox(phone) if m["purpose"].startswith("notice_")]
 
     async def count(self, table: str, where: str = "1=1", **params: Any) -> int:
         from sqlalchemy import text

@@ -17,17 +17,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.errors import (
-    AccountStateConflict,
     AssistedRegistrationNotFound,
     AssistedRegistrationRefused,
     StepOutOfOrder,
 )
 from app.accounts.models import Account, AccountStatus, DeclaredDocument, OfficerRegistration, OfficerRegistrationStatus
-from app.accounts.registration import SELF_REGISTRATION_MIN_AGE
+from app.accounts.registration import SELF_REGISTRATION_MIN_AGE, notify_guardian_of_claim
 from app.accounts.schemas import AssistedRegistrationIn, AssistedRegistrationOut, CardApplicationIn, DeclaredDocumentOut
+from app.accounts.service import current_account, end_access, recipient
 from app.core import audit
 from app.core.audit import Actor
 from app.core.deps import AppContext
+from app.core.notify import Notice, local_time, notify
 from app.core.passwords import generate_initial_password
 from app.core.schemas import fold_name
 from app.core.sms import queue_sms
@@ -83,9 +84,10 @@ async def submit(
         raise CitizenNotFound()
     if age_on(citizen.date_of_birth, today) < SELF_REGISTRATION_MIN_AGE:
         raise AssistedRegistrationRefused("Citizens under 14 are registered as dependents of a parent or guardian.")
-    account = await session.scalar(select(Account).where(Account.id_number == body.id_number))
-    if account is not None and account.status == AccountStatus.revoked:
-        raise AccountStateConflict("This citizen's account is revoked.", current_status=account.status)
+    # A revoked account is re-issued through these three steps: in-person proofing, then a new
+    # account with new credentials at approval; the revoked one and its audit trail stay.
+    account = await current_account(session, body.id_number)
+    reissue = account is not None and account.status == AccountStatus.revoked
     problems = await _dependent_problems(session, body.id_number, body.dependents, today)
     if problems:
         raise AssistedRegistrationRefused("Some dependents cannot be added.", dependents=problems)
@@ -120,8 +122,11 @@ async def submit(
         outcome="ok",
         now=now,
         target_id_number=body.id_number,
-        detail={"registration": str(reg.id), "dependents": len(reg.dependents), "documents": len(body.documents)},
-    )
+        detail={
+            "registration": str(reg.id), "dependents": len(reg.dependents), "documents": len(body.documents),
+            "reissue": reissue,
+        },
+    )  # fmt: skip
     try:
         await session.commit()
     except IntegrityError:
@@ -254,9 +259,13 @@ async def approve(
     if problems:
         raise AssistedRegistrationRefused("Some dependents can no longer be added.", dependents=problems)
     password_hash, password = None, None
-    account = await session.scalar(select(Account).where(Account.id_number == reg.id_number))
+    account = await current_account(session, reg.id_number)
+    revoked: Account | None = None
     if account is not None and account.status == AccountStatus.revoked:
-        raise AccountStateConflict("This citizen's account is revoked.", current_status=account.status)
+        revoked, account = account, None  # re-issue: a new account beside the revoked one
+    guardian = (
+        await session.get(Account, account.guardian_account_id) if account and account.guardian_account_id else None
+    )
     if account is None or account.password_hash is None:
         password = generate_initial_password()
         password_hash = await ctx.hasher.hash(password)
@@ -273,8 +282,9 @@ async def approve(
     created = account is None
     if account is None:
         account = Account(
-            id=uuid.uuid4(), id_number=reg.id_number, status=AccountStatus.active.value, created_at=now, failed_logins=0
-        )
+            id=uuid.uuid4(), id_number=reg.id_number, status=AccountStatus.active.value, created_at=now, failed_logins=0,
+            replaces_account_id=revoked.id if revoked is not None else None,
+        )  # fmt: skip
         session.add(account)
     account.level = 2
     account.phone = reg.phone
@@ -291,6 +301,14 @@ async def approve(
         update(OfficerRegistration).where(OfficerRegistration.id == reg_id).values(account_id=account.id)
     )
     linked = await _link_dependents(session, account, reg.dependents, now)
+    if guardian is not None:  # a dependent who reached 14, taken over in person
+        await end_access(session, ctx, account.id, reason="claimed", now=now)
+        await notify_guardian_of_claim(session, ctx, guardian, reg.id_number, now)
+    if revoked is not None:
+        await notify(
+            session, ctx.keyring, to=recipient(account), kind=Notice.account_reissued, params={"time": local_time(now)},
+            now=now, sms_per_hour=ctx.settings.notify_sms_per_hour,
+        )  # fmt: skip
     if password is not None:
         queue_sms(
             session,
@@ -298,7 +316,7 @@ async def approve(
             phone=reg.phone,
             purpose="initial_password",
             now=now,
-            text=f"Tai khoan dinh danh dien tu muc 2 da duoc cap. Mat khau tam thoi: {password} . Doi mat khau khi dang nhap lan dau.",
+            text=f"Tài khoản định danh điện tử mức 2 đã được cấp. Mật khẩu tạm thời: {password} . Đổi mật khẩu khi đăng nhập lần đầu.",
         )
     else:
         queue_sms(
@@ -307,17 +325,20 @@ async def approve(
             phone=reg.phone,
             purpose="level_upgrade",
             now=now,
-            text="Tai khoan dinh danh dien tu cua ban da duoc nang len muc 2.",
+            text="Tài khoản định danh điện tử của bạn đã được nâng lên mức 2.",
         )
     audit.record(
         session,
         actor=actor,
-        action="account.assisted.approve",
+        action="account.reissue" if revoked is not None else "account.assisted.approve",
         outcome="ok",
         now=now,
         target_id_number=reg.id_number,
-        detail={"registration": str(reg_id), "created": created, "dependents_linked": linked},
-    )
+        detail={
+            "registration": str(reg_id), "created": created, "dependents_linked": linked,
+            **({"replaces": str(revoked.id)} if revoked is not None else {}),
+        },
+    )  # fmt: skip
     try:
         await session.commit()
     except IntegrityError:
@@ -330,7 +351,13 @@ async def _link_dependents(session: AsyncSession, guardian: Account, dependents:
     existing = (
         {
             a.id_number: a
-            for a in (await session.scalars(select(Account).where(Account.id_number.in_(dependents)))).all()
+            for a in (
+                await session.scalars(
+                    select(Account).where(
+                        Account.id_number.in_(dependents), Account.status != AccountStatus.revoked.value
+                    )
+                )
+            ).all()
         }
         if dependents
         else {}

@@ -4,6 +4,7 @@ from a wrong password, a mismatch or an existing account."""
 from __future__ import annotations
 
 from app.core.errors import InvalidState, Problem
+from app.core.passwords import PasswordRule, rule_message
 
 
 class LoginFailed(Problem):
@@ -22,6 +23,15 @@ class PasswordChangeRequired(Problem):
 
 class WeakPassword(Problem):
     status, slug, title = 422, "weak-password", "The new password is not accepted"
+
+    rules: list[PasswordRule]
+
+    @classmethod
+    def of(cls, rules: list[PasswordRule], min_length: int) -> WeakPassword:
+        messages = [rule_message(r, "en", min_length) for r in rules]
+        exc = cls(" ".join(messages), problems=messages)
+        exc.rules = rules  # for pages, which say it in the citizen's language
+        return exc
 
 
 class OtpInvalid(Problem):
@@ -52,3 +62,27 @@ class AssistedRegistrationRefused(Problem):
     """Officer-facing: says exactly what is wrong with the request."""
 
     status, slug, title = 422, "registration-refused", "The registration does not fit the registry"
+
+
+class AccountLocked(Problem):
+    """Only ever answered to a caller who gave the right password: the account is locked (by
+    an officer, or for a while after too many wrong passwords), and until when."""
+
+    status, slug, title = 403, "account-locked", "The account is locked"
+
+
+class OtpLocked(Problem):
+    """Too many wrong codes for this ID number or phone: registration and reset wait. The same
+    answer whatever the registry holds (the count is kept for every ID number asked about)."""
+
+    status, slug, title = 429, "otp-locked", "Too many wrong codes; try again later"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            "Registration and password reset are paused after too many wrong codes.",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+class ClaimNotAllowed(InvalidState):
+    slug, title = "claim-not-allowed", "This dependent cannot take over their account now"

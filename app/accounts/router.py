@@ -1,10 +1,9 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Response
-from sqlalchemy import select
+from fastapi import APIRouter, Path, Query, Response
 
 from app.accounts import assisted, registration, service
 from app.accounts.auth import CurrentCitizen
@@ -16,12 +15,16 @@ from app.accounts.schemas import (
     AssistedRegistrationOut,
     CardApplicationIn,
     ChallengeOut,
+    ClaimApprovalIn,
+    ClaimApprovalOut,
     Decision,
     DependentOut,
+    NotificationOut,
     OtpVerify,
     PasswordChange,
     PasswordResetComplete,
     PasswordResetStart,
+    PhoneChange,
     ProfileOut,
     RegistrationDone,
     RegistrationStart,
@@ -31,6 +34,7 @@ from app.accounts.schemas import (
     StatusChange,
 )
 from app.admin.auth import AccountsAdmin, AccountsOfficer, ApprovingOfficer
+from app.core import notify
 from app.core.db import SessionDep
 from app.core.deps import CtxDep
 from app.core.http import json_body_only
@@ -40,13 +44,18 @@ public = APIRouter(prefix="/accounts", tags=["accounts"], dependencies=[json_bod
 me = APIRouter(prefix="/me", tags=["me"])
 officer = APIRouter(tags=["officer"], dependencies=[json_body_only])
 
-_SENT = "If the details match the population registry, a 6-digit code was sent by SMS. It expires in 5 minutes."
+# Every caller gets this answer, whatever the registry holds (app/accounts/registration.py).
+REGISTRATION_SENT = (
+    "If the details match the population registry and the phone number is linked to you (in the registry, "
+    "by your mobile operator, or by your guardian's approval), a 6-digit code was sent by SMS. It expires in "
+    "5 minutes. If no code arrives, register in person at a police office."
+)
 
 
 @public.post("/registrations", status_code=202, response_model=ChallengeOut, summary="Start level-1 self-registration")
 async def start_registration(body: RegistrationStart, session: SessionDep, ctx: CtxDep) -> ChallengeOut:
     challenge = await registration.start_registration(session, ctx, body)
-    return ChallengeOut(id=challenge.id, expires_at=challenge.expires_at, message=_SENT)
+    return ChallengeOut(id=challenge.id, expires_at=challenge.expires_at, message=REGISTRATION_SENT)
 
 
 @public.post("/registrations/{registration_id}/verify", response_model=RegistrationDone, summary="Confirm the SMS code")
@@ -120,6 +129,29 @@ async def my_dependents(citizen: CurrentCitizen, session: SessionDep) -> list[De
     ]
 
 
+@me.post(
+    "/dependents/{account_id}/claim-approval",
+    status_code=201,
+    response_model=ClaimApprovalOut,
+    summary="Let a dependent who reached 14 take over their account with this phone",
+)
+async def approve_claim(
+    account_id: uuid.UUID, body: ClaimApprovalIn, citizen: CurrentCitizen, session: SessionDep, ctx: CtxDep
+) -> ClaimApprovalOut:
+    approval = await registration.approve_claim(session, ctx, citizen.account, account_id, body.phone)
+    return ClaimApprovalOut(id=approval.id, phone=approval.phone, expires_at=approval.expires_at)
+
+
+@me.get("/notifications", response_model=list[NotificationOut], summary="Recent security notifications, newest first")
+async def my_notifications(
+    citizen: CurrentCitizen, session: SessionDep, lang: Annotated[Literal["vi", "en"], Query()] = "vi"
+) -> list[NotificationOut]:
+    return [
+        NotificationOut(kind=n.kind, message=notify.render(n.kind, n.params, lang), created_at=n.created_at)
+        for n in await notify.recent(session, citizen.account.id)
+    ]
+
+
 # --- officers ---------------------------------------------------------------------------------
 
 IdNumberPath = Annotated[str, Path(pattern=r"^\d{12}$")]
@@ -127,7 +159,7 @@ IdNumberPath = Annotated[str, Path(pattern=r"^\d{12}$")]
 
 @officer.get("/accounts/by-id-number/{id_number}", response_model=AccountOut, summary="Find a citizen's account")
 async def account_by_id_number(id_number: IdNumberPath, staff: AccountsOfficer, session: SessionDep) -> Account:
-    account = await session.scalar(select(Account).where(Account.id_number == id_number))
+    account = await service.current_account(session, id_number)
     if account is None:
         raise AccountNotFound()
     return account
@@ -147,6 +179,13 @@ async def unlock(
     account_id: uuid.UUID, body: StatusChange, staff: AccountsOfficer, session: SessionDep, ctx: CtxDep
 ) -> Account:
     return await service.change_status(session, ctx, account_id, "unlock", actor=staff.actor, reason=body.reason)
+
+
+@officer.put("/accounts/{account_id}/phone", response_model=AccountOut, summary="Record a new phone (in person)")
+async def change_phone(
+    account_id: uuid.UUID, body: PhoneChange, staff: AccountsOfficer, session: SessionDep, ctx: CtxDep
+) -> Account:
+    return await service.change_phone(session, ctx, account_id, body.phone, actor=staff.actor, reason=body.reason)
 
 
 @officer.post("/accounts/{account_id}/revoke", response_model=AccountOut, summary="Revoke an account (terminal)")

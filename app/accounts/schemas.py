@@ -211,3 +211,24 @@ class DependentOut(ResponseModel):
     id_number: str
     full_name: str
     date_of_birth: dt.date
+
+
+class PhoneChange(StrictModel):
+    phone: Phone
+    reason: Reason
+
+
+class ClaimApprovalIn(StrictModel):
+    phone: Phone
+
+
+class ClaimApprovalOut(ResponseModel):
+    id: uuid.UUID
+    phone: str
+    expires_at: dt.datetime
+
+
+class NotificationOut(ResponseModel):
+    kind: str
+    message: str
+    created_at: dt.datetime

@@ -1,20 +1,35 @@
-"""Accounts: authentication with lockout, password changes, and the officer lifecycle."""
+"""Accounts: authentication with lockout, password changes, and the officer lifecycle.
+
+Whenever a citizen's credentials or account state change (password changed or reset, locked
+or revoked by an officer, phone changed by an officer), every other session of theirs ends and
+whatever was issued under them is revoked (``end_access``), and the citizen is notified.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accounts.errors import AccountNotFound, AccountStateConflict, LoginFailed, PasswordChangeRequired, WeakPassword
-from app.accounts.models import Account, AccountStatus, CitizenSession
+from app.accounts.errors import (
+    AccountLocked,
+    AccountNotFound,
+    AccountStateConflict,
+    LoginFailed,
+    PasswordChangeRequired,
+    WeakPassword,
+)
+from app.accounts.models import Account, AccountStatus, CitizenSession, KnownBrowser
 from app.core import audit
 from app.core.audit import ANONYMOUS, Actor
 from app.core.crypto import random_token
-from app.core.deps import AppContext
-from app.core.passwords import password_problems
+from app.core.deps import AccessEnded, AppContext
+from app.core.errors import RateLimited
+from app.core.notify import Notice, Recipient, local_time, notify
+from app.core.passwords import PasswordRule, password_rules_broken
+from app.core.privacy import mask_phone
 from app.registry.models import Citizen
 
 
@@ -22,56 +37,79 @@ def citizen_actor(account: Account) -> Actor:
     return Actor("citizen", str(account.id))
 
 
+def recipient(account: Account) -> Recipient:
+    return Recipient(account.id, account.phone, account.email)
+
+
+async def current_account(session: AsyncSession, id_number: str) -> Account | None:
+    """The account of an ID number: the one that is not revoked (at most one, by a partial
+    unique index), else the most recent revoked one."""
+    return await session.scalar(
+        select(Account)
+        .where(Account.id_number == id_number)
+        .order_by(case((Account.status == AccountStatus.revoked.value, 1), else_=0), Account.created_at.desc())
+        .limit(1)
+    )
+
+
+async def notify_account(
+    session: AsyncSession, ctx: AppContext, account: Account, kind: Notice, now: dt.datetime, **params: str
+) -> None:
+    await notify(
+        session, ctx.keyring, to=recipient(account), kind=kind, params=params, now=now,
+        sms_per_hour=ctx.settings.notify_sms_per_hour,
+    )  # fmt: skip
+
+
+async def limit_sign_ins(ctx: AppContext, id_number: str) -> None:
+    """At most EID_SIGNIN_RATE_PER_HOUR attempts per ID number, in every process: on top of the
+    lockout, it bounds guessing also while an account is locked (NIST SP 800-63B §5.2.2).
+    Call it before the request's transaction runs a statement (app/core/ratelimit.py)."""
+    retry = await ctx.limiter.hit(f"signin:{id_number}", ctx.settings.signin_rate_per_hour, 3600)
+    if retry is not None:
+        raise RateLimited(retry)
+
+
 async def authenticate(
     session: AsyncSession, ctx: AppContext, *, id_number: str, password: str, allow_must_change: bool = False
 ) -> Account:
     """Check a citizen's password. Every failure answers LoginFailed, whatever its reason;
-    the reason goes to the audit trail. Unknown ID numbers cost the same argon2id verify."""
-    account = await session.scalar(select(Account).where(Account.id_number == id_number))
+    the reason goes to the audit trail. Unknown ID numbers cost the same argon2id verify.
+    Only a caller who gave the right password learns that the account is locked, and until when."""
+    account = await current_account(session, id_number)
     ok, new_hash = await ctx.hasher.verify(password, account.password_hash if account else None)
     now = ctx.clock.now()
 
     def fail(reason: str) -> LoginFailed:
         audit.record(
-            session,
-            actor=ANONYMOUS,
-            action="account.login",
-            outcome="denied",
-            now=now,
-            target_id_number=id_number,
-            detail={"reason": reason},
-        )
+            session, actor=ANONYMOUS, action="account.login", outcome="denied", now=now,
+            target_id_number=id_number, detail={"reason": reason},
+        )  # fmt: skip
         return LoginFailed()
 
+    exc: Exception
     if account is None:
         exc = fail("unknown_id")
-    elif account.status != AccountStatus.active or account.password_hash is None:
+    elif account.password_hash is None or account.status == AccountStatus.pending:
         exc = fail(f"status_{account.status}" if account.password_hash else "no_password")
-    elif account.locked_until is not None and account.locked_until > now:
-        exc = fail("lockout")
     elif not ok:
-        failures = await session.scalar(
-            update(Account)
-            .where(Account.id == account.id)
-            .values(failed_logins=Account.failed_logins + 1)
-            .returning(Account.failed_logins)
-        )
-        if failures is not None and failures >= ctx.settings.lockout_threshold:
-            await session.execute(
-                update(Account)
-                .where(Account.id == account.id)
-                .values(failed_logins=0, locked_until=now + dt.timedelta(minutes=ctx.settings.lockout_minutes))
-            )
-            audit.record(
-                session,
-                actor=ANONYMOUS,
-                action="account.lockout",
-                outcome="ok",
-                now=now,
-                target_id_number=id_number,
-                detail={"minutes": ctx.settings.lockout_minutes},
-            )
+        if account.status == AccountStatus.active:
+            await _count_failure(session, ctx, account, now)
         exc = fail("wrong_password")
+    elif account.status != AccountStatus.active:
+        fail(f"status_{account.status}")
+        exc = AccountLocked(
+            "This account was locked by an officer. Contact a police office."
+            if account.status == AccountStatus.locked
+            else "This account was revoked. A police office can issue a new one.",
+            account_status=account.status,
+        )
+    elif account.locked_until is not None and account.locked_until > now:
+        fail("lockout")
+        exc = AccountLocked(
+            f"Too many wrong passwords: sign-in is paused until {account.locked_until.isoformat()}.",
+            locked_until=account.locked_until.isoformat(),
+        )
     else:
         account.failed_logins = 0
         account.locked_until = None
@@ -79,27 +117,39 @@ async def authenticate(
             account.password_hash = new_hash  # argon2 parameters changed since it was hashed
         if account.must_change_password and not allow_must_change:
             audit.record(
-                session,
-                actor=citizen_actor(account),
-                action="account.login",
-                outcome="password_change_required",
-                now=now,
-                target_id_number=id_number,
-            )
+                session, actor=citizen_actor(account), action="account.login", outcome="password_change_required",
+                now=now, target_id_number=id_number,
+            )  # fmt: skip
             await session.commit()
             raise PasswordChangeRequired("Your password was sent by SMS: choose your own before you sign in.")
         audit.record(
-            session,
-            actor=citizen_actor(account),
-            action="account.login",
-            outcome="ok",
-            now=now,
+            session, actor=citizen_actor(account), action="account.login", outcome="ok", now=now,
             target_id_number=id_number,
-        )
+        )  # fmt: skip
         await session.commit()
         return account
     await session.commit()
     raise exc
+
+
+async def _count_failure(session: AsyncSession, ctx: AppContext, account: Account, now: dt.datetime) -> None:
+    """One more wrong password; at the threshold a lockout starts (and the citizen hears of it).
+    Wrong passwords during a lockout count too, so guessing on never gets a fresh budget."""
+    failures = await session.scalar(
+        update(Account)
+        .where(Account.id == account.id)
+        .values(failed_logins=Account.failed_logins + 1)
+        .returning(Account.failed_logins)
+    )
+    if failures is None or failures < ctx.settings.lockout_threshold:
+        return
+    until = now + dt.timedelta(minutes=ctx.settings.lockout_minutes)
+    await session.execute(update(Account).where(Account.id == account.id).values(failed_logins=0, locked_until=until))
+    audit.record(
+        session, actor=ANONYMOUS, action="account.lockout", outcome="ok", now=now,
+        target_id_number=account.id_number, detail={"minutes": ctx.settings.lockout_minutes},
+    )  # fmt: skip
+    await notify_account(session, ctx, account, Notice.lockout, now, until=local_time(until))
 
 
 async def check_new_password(session: AsyncSession, ctx: AppContext, account_id_number: str, password: str) -> None:
@@ -107,13 +157,48 @@ async def check_new_password(session: AsyncSession, ctx: AppContext, account_id_
     words = [account_id_number]
     if citizen is not None:
         words += [citizen.phone[-9:] if citizen.phone else "", *citizen.full_name.split()]
-    problems = password_problems(password, min_length=ctx.settings.password_min_length, context_words=tuple(words))
-    if problems:
-        raise WeakPassword(" ".join(problems), problems=problems)
+    rules = password_rules_broken(password, min_length=ctx.settings.password_min_length, context_words=tuple(words))
+    if rules:
+        raise WeakPassword.of(rules, ctx.settings.password_min_length)
+
+
+async def end_access(
+    session: AsyncSession,
+    ctx: AppContext,
+    account_id: uuid.UUID,
+    *,
+    reason: str,
+    now: dt.datetime,
+    keep_session: str | None = None,
+) -> None:
+    """End every session of the account but ``keep_session`` (a session token hash), and let
+    the provider revoke what was issued under them, in the caller's transaction."""
+    ended = await session.execute(
+        update(CitizenSession)
+        .where(
+            CitizenSession.account_id == account_id,
+            CitizenSession.revoked_at.is_(None),
+            CitizenSession.token_hash != (keep_session or ""),
+        )
+        .values(revoked_at=now)
+        .returning(CitizenSession.sid)
+    )
+    sids = tuple(sorted(sid for (sid,) in ended.all() if sid))
+    kept_sid = await session.scalar(select(CitizenSession.sid).where(CitizenSession.token_hash == keep_session))
+    event = AccessEnded(account_id=account_id, reason=reason, ended_sids=sids, now=now, kept_sid=kept_sid)
+    for hook in ctx.on_access_ended:
+        await hook(session, event)
 
 
 async def set_password(
-    session: AsyncSession, ctx: AppContext, account: Account, password: str, *, actor: Actor, action: str
+    session: AsyncSession,
+    ctx: AppContext,
+    account: Account,
+    password: str,
+    *,
+    actor: Actor,
+    action: str,
+    keep_session: str | None = None,
 ) -> None:
     now = ctx.clock.now()
     account.password_hash = await ctx.hasher.hash(password)
@@ -122,25 +207,48 @@ async def set_password(
     account.failed_logins = 0
     account.locked_until = None
     account.updated_at = now
+    reset = action == "account.password.reset"
+    await end_access(
+        session, ctx, account.id, reason="password_reset" if reset else "password_change", now=now,
+        keep_session=keep_session,
+    )  # fmt: skip
+    await notify_account(
+        session, ctx, account, Notice.password_reset if reset else Notice.password_changed, now, time=local_time(now)
+    )
     audit.record(session, actor=actor, action=action, outcome="ok", now=now, target_id_number=account.id_number)
     await session.commit()
 
 
-async def change_password(session: AsyncSession, ctx: AppContext, *, id_number: str, current: str, new: str) -> None:
+async def change_password(
+    session: AsyncSession,
+    ctx: AppContext,
+    *,
+    id_number: str,
+    current: str,
+    new: str,
+    keep_session: str | None = None,
+) -> None:
     # Policy first: refusing a weak password must not cost a login attempt.
     await check_new_password(session, ctx, id_number, new)
     account = await authenticate(session, ctx, id_number=id_number, password=current, allow_must_change=True)
     if current == new:
-        raise WeakPassword("Choose a password different from the current one.", problems=["same as current"])
-    await set_password(session, ctx, account, new, actor=citizen_actor(account), action="account.password.change")
+        raise WeakPassword.of([PasswordRule.same_as_current], ctx.settings.password_min_length)
+    await set_password(
+        session, ctx, account, new, actor=citizen_actor(account), action="account.password.change",
+        keep_session=keep_session,
+    )  # fmt: skip
 
 
 # --- officer lifecycle ----------------------------------------------------------------------
 
-_TRANSITIONS: dict[str, tuple[set[AccountStatus], AccountStatus]] = {
-    "lock": ({AccountStatus.active}, AccountStatus.locked),
-    "unlock": ({AccountStatus.locked, AccountStatus.active}, AccountStatus.active),
-    "revoke": ({AccountStatus.pending, AccountStatus.active, AccountStatus.locked}, AccountStatus.revoked),
+_TRANSITIONS: dict[str, tuple[set[AccountStatus], AccountStatus, Notice]] = {
+    "lock": ({AccountStatus.active}, AccountStatus.locked, Notice.account_locked),
+    "unlock": ({AccountStatus.locked, AccountStatus.active}, AccountStatus.active, Notice.account_unlocked),
+    "revoke": (
+        {AccountStatus.pending, AccountStatus.active, AccountStatus.locked},
+        AccountStatus.revoked,
+        Notice.account_revoked,
+    ),
 }
 
 
@@ -154,7 +262,7 @@ async def get_account(session: AsyncSession, account_id: uuid.UUID) -> Account:
 async def change_status(
     session: AsyncSession, ctx: AppContext, account_id: uuid.UUID, transition: str, *, actor: Actor, reason: str
 ) -> Account:
-    allowed_from, target = _TRANSITIONS[transition]
+    allowed_from, target, notice = _TRANSITIONS[transition]
     now = ctx.clock.now()
     values: dict[str, object] = {"status": target.value, "updated_at": now}
     if transition == "unlock":
@@ -173,15 +281,43 @@ async def change_status(
         if current is None:
             raise AccountNotFound()
         raise AccountStateConflict(f"Cannot {transition} an account that is {current}.", current_status=current)
+    if transition != "unlock":
+        await end_access(session, ctx, account_id, reason=transition, now=now)
+    account = await get_account(session, account_id)
+    await notify_account(session, ctx, account, notice, now, reason=reason)
     audit.record(
-        session,
-        actor=actor,
-        action=f"account.{transition}",
-        outcome="ok",
-        now=now,
-        target_id_number=row.id_number,
-        detail={"reason": reason},
-    )
+        session, actor=actor, action=f"account.{transition}", outcome="ok", now=now,
+        target_id_number=row.id_number, detail={"reason": reason},
+    )  # fmt: skip
+    await session.commit()
+    return await get_account(session, account_id)
+
+
+async def change_phone(
+    session: AsyncSession, ctx: AppContext, account_id: uuid.UUID, phone: str, *, actor: Actor, reason: str
+) -> Account:
+    """An officer records a new phone after checking the citizen in person: every session
+    ends (whoever held the old phone may have used it to reset the password), and both the old
+    and the new phone are told."""
+    now = ctx.clock.now()
+    account = await get_account(session, account_id)
+    if account.status == AccountStatus.revoked:
+        raise AccountStateConflict("Cannot change the phone of a revoked account.", current_status=account.status)
+    old = account.phone
+    account.phone = phone
+    account.updated_at = now
+    await end_access(session, ctx, account_id, reason="phone_change", now=now)
+    params = {"phone": mask_phone(phone), "time": local_time(now)}
+    await notify_account(session, ctx, account, Notice.phone_changed, now, **params)
+    if old and old != phone:
+        await notify(
+            session, ctx.keyring, to=Recipient(None, old), kind=Notice.phone_changed, params=params, now=now,
+            sms_per_hour=ctx.settings.notify_sms_per_hour,
+        )  # fmt: skip
+    audit.record(
+        session, actor=actor, action="account.phone.change", outcome="ok", now=now,
+        target_id_number=account.id_number, detail={"reason": reason, "phone": mask_phone(phone)},
+    )  # fmt: skip
     await session.commit()
     return await get_account(session, account_id)
 
@@ -189,9 +325,27 @@ async def change_status(
 # --- citizen sessions -------------------------------------------------------------------------
 
 
+async def note_browser(
+    session: AsyncSession, ctx: AppContext, account: Account, browser: str, now: dt.datetime
+) -> None:
+    """Remember the browser a citizen signed in from; one not seen before is notified, except
+    at the very first sign-in with the SMS password (the citizen has just registered)."""
+    known = await session.get(KnownBrowser, (account.id, browser))
+    if known is not None:
+        known.last_seen = now
+        return
+    first = await session.scalar(
+        select(KnownBrowser.browser_hash).where(KnownBrowser.account_id == account.id).limit(1)
+    )
+    session.add(KnownBrowser(account_id=account.id, browser_hash=browser, first_seen=now, last_seen=now))
+    if first is not None or not account.must_change_password:
+        await notify_account(session, ctx, account, Notice.new_browser, now, time=local_time(now))
+
+
 async def sign_in(
     session: AsyncSession, ctx: AppContext, *, id_number: str, password: str
 ) -> tuple[str, CitizenSession]:
+    await limit_sign_ins(ctx, id_number)
     account = await authenticate(session, ctx, id_number=id_number, password=password)
     now = ctx.clock.now()
     token = random_token()
@@ -222,7 +376,7 @@ async def dependents_of(session: AsyncSession, account: Account) -> list[tuple[A
     rows = await session.execute(
         select(Account, Citizen)
         .join(Citizen, Citizen.id_number == Account.id_number)
-        .where(Account.guardian_account_id == account.id)
+        .where(Account.guardian_account_id == account.id, Account.status != AccountStatus.revoked.value)
         .order_by(Citizen.date_of_birth)
     )
     return [(a, c) for a, c in rows.all()]

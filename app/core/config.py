@@ -28,6 +28,19 @@ class SmsGatewayKind(StrEnum):
     webhook = "webhook"  # a worker posts each message to an HTTP gateway, with retries
 
 
+class RateLimitStore(StrEnum):
+    auto = "auto"  # redis when EID_REDIS_URL is set, else database
+    redis = "redis"
+    database = "database"
+    memory = "memory"  # one process only: refused with --workers above 1 and in production
+
+
+class SubscriberCheckKind(StrEnum):
+    registry_only = "registry-only"  # only a phone the population registry links to the citizen
+    http = "http"  # also ask the mobile operators' subscriber registry through an HTTP gateway
+    fake = "fake"  # a list of (ID number, phone) pairs: tests and demo fixtures, never production
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EID_", env_file=None, extra="ignore")
 
@@ -41,6 +54,7 @@ class Settings(BaseSettings):
     database_pool_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
     redis_url: str | None = None
     redis_prefix: str = "eid:"
+    rate_limits: RateLimitStore = RateLimitStore.auto
     issuer: str = "http://127.0.0.1:8000"
     data_dir: Path = Path("./var")
 
@@ -52,6 +66,22 @@ class Settings(BaseSettings):
     sms_webhook_url: str | None = None
     sms_webhook_token: SecretStr | None = None
     sms_max_attempts: Annotated[int, Field(ge=1, le=50)] = 8
+    email_gateway: SmsGatewayKind = SmsGatewayKind.outbox
+    email_webhook_url: str | None = None
+    email_webhook_token: SecretStr | None = None
+    # Security notifications by SMS per phone and hour; past it they are only recorded (shown
+    # on the citizen's security page), so that they cannot be used to flood a phone.
+    notify_sms_per_hour: Annotated[int, Field(ge=1, le=1000)] = 6
+
+    # Level-1 proofing: how a phone the registry does not hold is confirmed to belong to the
+    # citizen (app/accounts/proofing.py).
+    subscriber_check: SubscriberCheckKind = SubscriberCheckKind.registry_only
+    subscriber_check_url: str | None = None
+    subscriber_check_token: SecretStr | None = None
+    subscriber_check_timeout_seconds: Annotated[float, Field(gt=0, le=30)] = 2.0
+    subscriber_check_retries: Annotated[int, Field(ge=0, le=5)] = 2
+    # fake: a JSON file {"<id_number>": ["+84…", …]} of the pairs the fake operator confirms.
+    subscriber_fake_file: Path | None = None
 
     # Password hashing: OWASP argon2id (m=19456 KiB, t=2, p=1). Tests lower these.
     argon2_memory_kib: Annotated[int, Field(ge=8, le=1048576)] = 19456
@@ -63,6 +93,14 @@ class Settings(BaseSettings):
     lockout_minutes: Annotated[int, Field(ge=1, le=10080)] = 15
     otp_ttl_seconds: Annotated[int, Field(ge=30, le=3600)] = 300
     otp_max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    # Wrong codes per ID number and per phone, across challenges, within the window: past
+    # this, registration and reset are refused until the oldest failures leave the window.
+    otp_failures_per_window: Annotated[int, Field(ge=1, le=1000)] = 10
+    otp_failure_window_hours: Annotated[int, Field(ge=1, le=720)] = 24
+    # How long a guardian's approval for a dependent (14 or over) to claim their account holds.
+    claim_approval_hours: Annotated[int, Field(ge=1, le=720)] = 72
+    # Sign-in attempts per ID number per hour (login page and API), on top of the lockout.
+    signin_rate_per_hour: Annotated[int, Field(ge=1, le=100000)] = 30
     staff_session_minutes: Annotated[int, Field(ge=5, le=1440)] = 480
     citizen_session_minutes: Annotated[int, Field(ge=5, le=43200)] = 60
     registration_rate_per_hour: Annotated[int, Field(ge=1, le=100000)] = 10
@@ -128,9 +166,25 @@ class Settings(BaseSettings):
                 raise ValueError("EID_SECRET_KEY is required when EID_ENV=production")
             if not self.issuer.startswith("https://"):
                 raise ValueError("EID_ISSUER must be https:// when EID_ENV=production")
+            if self.rate_limits is RateLimitStore.memory:
+                raise ValueError("EID_RATE_LIMITS=memory holds limits in one process: not in production")
+            if self.subscriber_check is SubscriberCheckKind.fake:
+                raise ValueError("EID_SUBSCRIBER_CHECK=fake is for tests and demo data: not in production")
+        if self.rate_limits is RateLimitStore.redis and not self.redis_url:
+            raise ValueError("EID_REDIS_URL is required when EID_RATE_LIMITS=redis")
+        if self.subscriber_check is SubscriberCheckKind.http and not self.subscriber_check_url:
+            raise ValueError("EID_SUBSCRIBER_CHECK_URL is required when EID_SUBSCRIBER_CHECK=http")
+        if self.email_gateway is SmsGatewayKind.webhook and not self.email_webhook_url:
+            raise ValueError("EID_EMAIL_WEBHOOK_URL is required when EID_EMAIL_GATEWAY=webhook")
         if self.sms_gateway is SmsGatewayKind.webhook and not self.sms_webhook_url:
             raise ValueError("EID_SMS_WEBHOOK_URL is required when EID_SMS_GATEWAY=webhook")
         return self
+
+    @property
+    def rate_limit_store(self) -> RateLimitStore:
+        if self.rate_limits is RateLimitStore.auto:
+            return RateLimitStore.redis if self.redis_url else RateLimitStore.database
+        return self.rate_limits
 
     @property
     def is_sqlite(self) -> bool:

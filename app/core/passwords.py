@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import secrets
 import unicodedata
+from enum import StrEnum
 from functools import lru_cache
 from importlib import resources
 
@@ -53,22 +54,59 @@ def _blocklist() -> frozenset[str]:
     return frozenset(line.strip().casefold() for line in text.splitlines() if line.strip() and not line.startswith("#"))
 
 
-def password_problems(password: str, *, min_length: int, context_words: tuple[str, ...] = ()) -> list[str]:
-    """Why a new password is refused (empty: accepted). No composition rules (NIST)."""
+class PasswordRule(StrEnum):
+    too_short = "too_short"
+    too_long = "too_long"
+    too_common = "too_common"
+    personal = "personal"
+    same_as_current = "same_as_current"
+
+
+_RULE_MESSAGES: dict[PasswordRule, dict[str, str]] = {
+    PasswordRule.too_short: {
+        "en": "Use at least {min} characters.",
+        "vi": "Dùng ít nhất {min} ký tự.",
+    },
+    PasswordRule.too_long: {"en": "Use at most 128 characters.", "vi": "Dùng tối đa 128 ký tự."},
+    PasswordRule.too_common: {
+        "en": "This password is too common or too easy to guess.",
+        "vi": "Mật khẩu này quá phổ biến hoặc quá dễ đoán.",
+    },
+    PasswordRule.personal: {
+        "en": "Do not use your ID number, phone number or name in the password.",
+        "vi": "Không dùng số định danh, số điện thoại hoặc họ tên trong mật khẩu.",
+    },
+    PasswordRule.same_as_current: {
+        "en": "Choose a password different from the current one.",
+        "vi": "Hãy chọn mật khẩu khác mật khẩu hiện tại.",
+    },
+}
+
+
+def rule_message(rule: PasswordRule, locale: str, min_length: int) -> str:
+    return _RULE_MESSAGES[rule][locale].format(min=min_length)
+
+
+def password_rules_broken(password: str, *, min_length: int, context_words: tuple[str, ...] = ()) -> list[PasswordRule]:
+    """The rules a new password breaks (empty: accepted). No composition rules (NIST)."""
     pw = _normalise(password)
-    problems = []
+    broken = []
     if len(pw) < min_length:
-        problems.append(f"Use at least {min_length} characters.")
+        broken.append(PasswordRule.too_short)
     if len(pw) > 128:
-        problems.append("Use at most 128 characters.")
+        broken.append(PasswordRule.too_long)
     folded = pw.casefold()
     if folded in _blocklist() or _is_trivial(folded):
-        problems.append("This password is too common or too easy to guess.")
-    for word in context_words:
-        if word and len(word) >= 4 and word.casefold() in folded:
-            problems.append("Do not use your ID number, phone number or name in the password.")
-            break
-    return problems
+        broken.append(PasswordRule.too_common)
+    if any(word and len(word) >= 4 and word.casefold() in folded for word in context_words):
+        broken.append(PasswordRule.personal)
+    return broken
+
+
+def password_problems(password: str, *, min_length: int, context_words: tuple[str, ...] = ()) -> list[str]:
+    """Why a new password is refused, in English (empty: accepted)."""
+    rules = password_rules_broken(password, min_length=min_length, context_words=context_words)
+    return [rule_message(r, "en", min_length) for r in rules]
 
 
 def _is_trivial(pw: str) -> bool:

@@ -1,15 +1,48 @@
-"""Fixed-window rate limits: Redis when configured (shared by every replica), else in memory
-(the embedded single-process default)."""
+"""Fixed-window rate limits, shared by every process that can serve.
+
+Three stores, chosen by ``EID_RATE_LIMITS`` (``auto``: Redis when ``EID_REDIS_URL`` is set, else
+the database):
+- ``redis``: one INCR + EXPIRE per hit, shared by every replica.
+- ``database``: one upsert per hit in ``rate_limits`` (PostgreSQL or SQLite), shared by every
+  process on that database; ``eid purge-expired`` deletes ended windows.
+- ``memory``: this process only. Two workers would let twice the traffic through, so the
+  service refuses it with ``--workers`` above 1 and in production (app/core/config.py, app/cli.py).
+
+Keys are stored as keyed hashes: they name phones and ID numbers.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from redis.asyncio import Redis
+from sqlalchemy import BigInteger, Integer, String, delete
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.config import RateLimitStore, Settings
+from app.core.crypto import Keyring
+from app.core.db import Base, UTCDateTime
+
+
+class RateLimit(Base):
+    """One window of one key (the database store)."""
+
+    __tablename__ = "rate_limits"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
 class RateLimiter(Protocol):
+    shared: bool
+
     async def hit(self, key: str, limit: int, window_seconds: int) -> int | None:
         """Count one hit; None when allowed, else the seconds until the window resets."""
         ...
@@ -17,13 +50,23 @@ class RateLimiter(Protocol):
     async def close(self) -> None: ...
 
 
+def _verdict(count: int, limit: int, window: int, window_seconds: int, now: int) -> int | None:
+    if count > limit:
+        return (window + 1) * window_seconds - now or 1
+    return None
+
+
 class MemoryRateLimiter:
-    def __init__(self) -> None:
+    shared = False
+
+    def __init__(self, hash_key: Callable[[str], str] = str) -> None:
         self._windows: dict[str, tuple[int, int]] = {}
+        self._hash = hash_key
 
     async def hit(self, key: str, limit: int, window_seconds: int) -> int | None:
         now = int(time.time())
         window = now // window_seconds
+        key = self._hash(key)
         start, count = self._windows.get(key, (window, 0))
         if start != window:
             start, count = window, 0
@@ -31,34 +74,114 @@ class MemoryRateLimiter:
         self._windows[key] = (start, count)
         if len(self._windows) > 100_000:  # bound memory: drop windows that have ended
             self._windows = {k: v for k, v in self._windows.items() if v[0] == window}
-        if count > limit:
-            return (window + 1) * window_seconds - now or 1
-        return None
+        return _verdict(count, limit, window, window_seconds, now)
 
     async def close(self) -> None:
         return None
 
 
 class RedisRateLimiter:
-    def __init__(self, url: str, prefix: str = "eid:") -> None:
+    shared = True
+
+    def __init__(self, url: str, prefix: str = "eid:", hash_key: Callable[[str], str] = str) -> None:
         self.redis: Redis = Redis.from_url(url)
         self.prefix = prefix + "rl:"
+        self._hash = hash_key
 
     async def hit(self, key: str, limit: int, window_seconds: int) -> int | None:
         now = int(time.time())
         window = now // window_seconds
-        rkey = f"{self.prefix}{key}:{window}"
+        rkey = f"{self.prefix}{self._hash(key)}:{window}"
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.incr(rkey)
             pipe.expire(rkey, window_seconds + 1)
             count, _ = await pipe.execute()
-        if int(count) > limit:
-            return (window + 1) * window_seconds - now or 1
-        return None
+        return _verdict(int(count), limit, window, window_seconds, now)
 
     async def close(self) -> None:
         await self.redis.aclose()
 
 
-def make_rate_limiter(redis_url: str | None, prefix: str = "eid:") -> RateLimiter:
-    return RedisRateLimiter(redis_url, prefix) if redis_url else MemoryRateLimiter()
+class DatabaseRateLimiter:
+    """Counts in ``rate_limits``, shared by every process on the database.
+
+    A process takes hits in leases: it adds ``k`` (1% of the limit, at least 1) to the shared
+    count in one upsert and then admits up to ``k`` hits without a round trip. Limits of up to
+    100 per window are therefore exact (one upsert per hit); larger ones, such as a bank's
+    calls per minute, admit at most ``k`` more per process than the limit, and cost one upsert
+    per ``k`` hits instead of one per hit on the hot path. Once a window is used up, the
+    process refuses until it ends without asking again (counts only grow within a window).
+
+    Each upsert runs in its own short transaction, so call ``hit`` before the request's own
+    transaction has run a statement: on SQLite that transaction holds the write lock.
+    """
+
+    shared = True
+    _LEASE_FRACTION = 100
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], hash_key: Callable[[str], str]) -> None:
+        self._sessionmaker = sessionmaker
+        self._hash = hash_key
+        self._leases: dict[tuple[str, int], list[int]] = {}  # (key, window length) → [window, hits left]
+
+    async def _take(self, key: str, window: int, k: int, expires: dt.datetime) -> int:
+        async with self._sessionmaker() as session:
+            insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+            upsert = (
+                insert(RateLimit)
+                .values(key=key, window=window, count=k, expires_at=expires)
+                .on_conflict_do_update(
+                    index_elements=[RateLimit.key, RateLimit.window], set_={"count": RateLimit.count + k}
+                )
+                .returning(RateLimit.count)
+            )
+            total = int((await session.execute(upsert)).scalar_one())
+            await session.commit()
+        return total
+
+    async def hit(self, key: str, limit: int, window_seconds: int) -> int | None:
+        now = int(time.time())
+        window = now // window_seconds
+        hashed = self._hash(key)
+        lease = self._leases.get((hashed, window_seconds))
+        if lease is None or lease[0] != window:
+            if len(self._leases) > 50_000:  # bound memory: drop leases of ended windows
+                self._leases = {k: v for k, v in self._leases.items() if v[0] == now // k[1]}
+            lease = self._leases[(hashed, window_seconds)] = [window, 0]
+        if lease[1] == 0:
+            k = max(1, limit // self._LEASE_FRACTION)
+            expires = dt.datetime.fromtimestamp((window + 1) * window_seconds, dt.UTC)
+            total = await self._take(hashed, window, k, expires)
+            # Of the k hits just added, those past the limit are not ours to admit.
+            lease[1] = max(0, min(k, limit - (total - k)))
+            if lease[1] == 0:
+                lease[1] = -1  # used up: refuse until the window ends, without asking again
+        if lease[1] < 0:
+            return (window + 1) * window_seconds - now or 1
+        lease[1] -= 1
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+async def purge_ended_windows(session: AsyncSession, now: dt.datetime) -> int:
+    result = await session.execute(delete(RateLimit).where(RateLimit.expires_at < now))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def make_rate_limiter(
+    settings: Settings, keyring: Keyring, sessionmaker: async_sessionmaker[AsyncSession]
+) -> RateLimiter:
+    """The store EID_RATE_LIMITS names (auto: Redis when configured, else the database)."""
+
+    def hash_key(key: str) -> str:
+        return keyring.keyed_hash("rate-limit", key)
+
+    store = settings.rate_limit_store
+    if store is RateLimitStore.redis:
+        assert settings.redis_url
+        return RedisRateLimiter(settings.redis_url, settings.redis_prefix, hash_key)
+    if store is RateLimitStore.database:
+        return DatabaseRateLimiter(sessionmaker, hash_key)
+    return MemoryRateLimiter(hash_key)

@@ -55,6 +55,11 @@ class CitizenFixture(_Strict):
     residence: Annotated[str, Field(min_length=1, max_length=500)]
     phone: Annotated[str, Field(max_length=20)] | None = None
     guardians: list[Annotated[str, Field(description="key or ID number of a guardian in this file")]] = []
+    operator_phones: list[Annotated[str, Field(max_length=20)]] = Field(
+        default=[],
+        description="Phones the demo's mobile-operator subscriber registry confirms for this citizen "
+        "(self-registration without a phone in the population registry).",
+    )
     account: AccountFixture | None = None
     documents: list[DocumentFixture] = []
 
@@ -187,6 +192,11 @@ def _semantic_problems(f: Fixtures) -> list[tuple[tuple[int | str, ...], str]]:
                 normalise_phone(c.phone)
             except ValueError as exc:
                 problems.append(((*loc, "phone"), str(exc)))
+        for j, operator_phone in enumerate(c.operator_phones):
+            try:
+                normalise_phone(operator_phone)
+            except ValueError as exc:
+                problems.append(((*loc, "operator_phones", j), str(exc)))
         if c.account is not None and c.account.password is not None:
             for p in password_problems(c.account.password, min_length=8):
                 problems.append(((*loc, "account", "password"), p))

@@ -17,11 +17,12 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from app.core.config import Environment, Settings
+from app.core.config import Environment, RateLimitStore, Settings, SubscriberCheckKind
 from app.demo.fixtures import Fixtures
 from app.demo.seed import DEMO_SECRET
 
 MARKER = ".eid-demo"
+SUBSCRIBERS = "subscribers.json"
 
 
 class DemoRefused(Exception):
@@ -59,9 +60,24 @@ def demo_settings(data_dir: Path, host: str, port: int, issuer: str | None = Non
         argon2_time_cost=1,
         password_min_length=8,
         key_publish_lead_seconds=0,
+        # Relaxed so that a portal's test suite can run the flows many times (README, demo mode).
         registration_rate_per_hour=100_000,
         verify_rate_per_minute=1_000_000,
+        signin_rate_per_hour=100_000,
+        notify_sms_per_hour=1000,
+        # One process: the limits can live in its memory.
+        rate_limits=RateLimitStore.memory,
+        # The fixtures' operator_phones stand in for the mobile operators' subscriber registry.
+        subscriber_check=SubscriberCheckKind.fake,
+        subscriber_fake_file=data_dir / SUBSCRIBERS,
     )
+
+
+def write_subscribers(data_dir: Path, fixtures: Fixtures) -> None:
+    from app.core.schemas import normalise_phone
+
+    pairs = {c.id_number: [normalise_phone(p) for p in c.operator_phones] for c in fixtures.citizens if c.operator_phones}
+    (data_dir / SUBSCRIBERS).write_text(json.dumps(pairs), "utf-8")
 
 
 def run_demo(*, host: str, port: int, data: Path | None, fixtures: Fixtures, issuer: str | None = None) -> None:
@@ -89,6 +105,7 @@ def run_demo(*, host: str, port: int, data: Path | None, fixtures: Fixtures, iss
     try:
         (data_dir / MARKER).write_text("created by eid serve --demo\n")
         settings = demo_settings(data_dir, host, port, issuer)
+        write_subscribers(data_dir, fixtures)
         _migrated_database(settings, data_dir / "eid.db", run_migrations)
         clock = Clock()
 

@@ -16,55 +16,49 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.templating import Jinja2Templates
 from sqlalchemy import delete, select
 from starlette.responses import RedirectResponse, Response
 
 from app.accounts import service as accounts
-from app.accounts.errors import LoginFailed, WeakPassword
+from app.accounts.errors import AccountLocked, LoginFailed, WeakPassword
 from app.accounts.models import Account, AccountStatus, CitizenSession
 from app.consent.models import Consent, ConsentKind
 from app.core import audit
 from app.core.audit import Actor
 from app.core.crypto import random_token
+from app.core.errors import RateLimited
+from app.core.notify import local_time
+from app.core.pages import (
+    Pages,
+    browser_hash,
+    device_of,
+    locale_from,
+    new_device,
+    page_locale,
+    same_browser,
+    set_device_cookie,
+)
+from app.core.passwords import rule_message
 from app.oidc import pkce
 from app.oidc.claims import ACR_LEVEL, SCOPE_CLAIMS
 from app.oidc.clients import USER_SCOPES, ClientInfo
 from app.oidc.endpoints import read_form
-from app.oidc.i18n import TEXT, pick_locale
+from app.oidc.i18n import TEXT
 from app.oidc.models import AuthorizationCode, AuthorizationRequest, Grant
 from app.oidc.provider import Provider, get_provider
 from app.oidc.sessions import current_login_session, set_session_cookie
 
 router = APIRouter(tags=["openid-connect"], include_in_schema=True)
-templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-
-PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' https: http:; frame-ancestors 'none'",
-    "Referrer-Policy": "no-referrer",
-}
+pages = Pages(Path(__file__).parent / "templates", TEXT)
+render = pages.render
 
 
-def render(request: Request, name: str, locale: str, status: int = 200, **context: Any) -> Response:
-    return templates.TemplateResponse(
-        request, name, {"t": TEXT[locale], "locale": locale, **context}, status_code=status, headers=PAGE_HEADERS
-    )
+def error_page(request: Request, locale: str, message: str, status: int = 400, next_url: str | None = None) -> Response:
+    return pages.message(request, locale, message, status=status, next_url=next_url)
 
 
-def error_page(request: Request, locale: str, message: str, status: int = 400) -> Response:
-    return render(
-        request,
-        "message.html",
-        locale,
-        status=status,
-        heading=TEXT[locale]["error_heading"],
-        message=message,
-        is_error=True,
-        form_action=None,
-        hidden={},
-    )
+def _locale(request: Request, req: AuthorizationRequest | None = None) -> str:
+    return page_locale(request, req.params.get("locale") if req is not None else None)
 
 
 def redirect_to_client(redirect_uri: str, provider: Provider, **params: str | None) -> Response:
@@ -124,24 +118,15 @@ def required_level(params: dict[str, Any]) -> int:
 async def authorize(request: Request) -> Response:
     provider = get_provider(request)
     params = dict(request.query_params) if request.method == "GET" else await read_form(request)
-    locale = pick_locale(params.get("ui_locales"))
+    started_in = locale_from(params.get("ui_locales"), request.headers.get("accept-language"))
+    locale = page_locale(request, started_in)
     client = await provider.clients.get(params.get("client_id", "")[:64]) if params.get("client_id") else None
     # An unknown client or redirect URI gets an error page, never a redirect (RFC 6749 §4.1.2.1).
     if client is None or not client.approved:
-        return error_page(
-            request,
-            locale,
-            "Unknown or unapproved client." if locale == "en" else "Dịch vụ không hợp lệ hoặc chưa được phê duyệt.",
-        )
+        return error_page(request, locale, pages.words(locale)["bad_client"])
     redirect_uri = params.get("redirect_uri")
     if redirect_uri not in client.redirect_uris:
-        return error_page(
-            request,
-            locale,
-            "The redirect URI is not registered for this client."
-            if locale == "en"
-            else "Địa chỉ chuyển hướng chưa được đăng ký.",
-        )
+        return error_page(request, locale, pages.words(locale)["bad_redirect"])
     assert redirect_uri is not None
     state = params.get("state")
     try:
@@ -168,15 +153,19 @@ async def authorize(request: Request) -> Response:
         )
         if k in params
     }
-    kept["locale"] = locale
+    kept["locale"] = started_in
+    # The request is bound to this browser (app/core/pages.py): only it can continue the flow.
+    device = device_of(request) or new_device()
     req = AuthorizationRequest(
         id=random_token(24),
         client_id=client.client_id,
         params=kept,
         csrf=random_token(24),
+        browser_hash=browser_hash(provider.ctx.keyring, device),
         created_at=now,
         expires_at=now + dt.timedelta(seconds=provider.ctx.settings.authorization_request_ttl_seconds),
     )
+    response: Response
     async with provider.ctx.sessionmaker() as session:
         login = await current_login_session(request, provider, session, now)
         prompts = set(kept.get("prompt", "").split())
@@ -187,8 +176,8 @@ async def authorize(request: Request) -> Response:
             req.session_hash = login.token_hash
             session.add(req)
             await session.commit()
-            return await continue_flow(request, provider, session, req, client, login)
-        if "none" in prompts:
+            response = await continue_flow(request, provider, session, req, client, login)
+        elif "none" in prompts:
             return redirect_to_client(
                 redirect_uri,
                 provider,
@@ -196,19 +185,27 @@ async def authorize(request: Request) -> Response:
                 error_description="The citizen is not signed in.",
                 state=state,
             )
-        session.add(req)
-        await session.commit()
-    return RedirectResponse(f"/login?req={req.id}", status_code=303, headers={"Cache-Control": "no-store"})
+        else:
+            session.add(req)
+            await session.commit()
+            response = RedirectResponse(f"/login?req={req.id}", status_code=303, headers={"Cache-Control": "no-store"})
+    set_device_cookie(response, provider.ctx.settings, device)
+    return response
 
 
 async def _load_request(
-    provider: Provider, session: Any, req_id: str | None, now: dt.datetime
-) -> AuthorizationRequest | None:
+    request: Request, provider: Provider, session: Any, req_id: str | None, now: dt.datetime
+) -> AuthorizationRequest | Response:
+    """The authorization request, if it is alive and this is the browser that started it;
+    otherwise the page that says so (and nothing else happens)."""
     if not req_id or len(req_id) > 64:
-        return None
+        return error_page(request, _locale(request), pages.words(_locale(request))["expired"])
     req: AuthorizationRequest | None = await session.get(AuthorizationRequest, req_id)
     if req is None or req.expires_at <= now:
-        return None
+        return error_page(request, _locale(request), pages.words(_locale(request))["expired"])
+    if not same_browser(provider.ctx.keyring, request, req.browser_hash):
+        locale = _locale(request, req)
+        return error_page(request, locale, pages.words(locale)["other_browser"], status=403, next_url="/")
     return req
 
 
@@ -220,22 +217,27 @@ def _csrf_ok(req: AuthorizationRequest, form: dict[str, str]) -> bool:
 async def login_page(request: Request, req: str = "") -> Response:
     provider = get_provider(request)
     async with provider.ctx.sessionmaker() as session:
-        row = await _load_request(provider, session, req, provider.ctx.clock.now())
-        if row is None:
-            return error_page(request, "vi", TEXT["vi"]["expired"])
+        row = await _load_request(request, provider, session, req, provider.ctx.clock.now())
+        if isinstance(row, Response):
+            return row
         client = await provider.clients.get(row.client_id)
-    locale = row.params["locale"]
     hint = row.params.get("login_hint", "")
+    return _login_form(request, row, client.name if client else "", hint)
+
+
+def _login_form(
+    request: Request,
+    req: AuthorizationRequest,
+    client_name: str,
+    id_number: str,
+    error: str | None = None,
+    status: int = 200,
+) -> Response:
     return render(
-        request,
-        "login.html",
-        locale,
-        req=row.id,
-        csrf=row.csrf,
-        client_name=client.name if client else "",
-        login_hint=hint if hint.isdigit() and len(hint) == 12 else "",
-        error=None,
-    )
+        request, "login.html", _locale(request, req), status, next_url=f"/login?req={req.id}", req=req.id,
+        csrf=req.csrf, client_name=client_name, login_hint=id_number if id_number.isdigit() and len(id_number) == 12 else "",
+        error=error,
+    )  # fmt: skip
 
 
 @router.post("/login", summary="Login form", include_in_schema=False)
@@ -244,51 +246,46 @@ async def login_submit(request: Request) -> Response:
     ctx = provider.ctx
     form = await read_form(request)
     now = ctx.clock.now()
+    id_number, password = form.get("id_number", "").strip(), form.get("password", "")
+    well_formed = len(id_number) == 12 and id_number.isascii() and id_number.isdigit()
+    if well_formed:
+        # Counted before anything else opens a transaction (app/core/ratelimit.py).
+        try:
+            await accounts.limit_sign_ins(ctx, id_number)
+        except RateLimited as exc:
+            locale = _locale(request)
+            return pages.message(request, locale, pages.words(locale)["too_many"], status=429, headers=exc.headers)
     async with ctx.sessionmaker() as session:
-        req = await _load_request(provider, session, form.get("req"), now)
-        if req is None:
-            return error_page(request, "vi", TEXT["vi"]["expired"])
-        locale = req.params["locale"]
+        req = await _load_request(request, provider, session, form.get("req"), now)
+        if isinstance(req, Response):
+            return req
+        locale = _locale(request, req)
         client = await provider.clients.get(req.client_id)
         if client is None or not _csrf_ok(req, form):
-            return error_page(
-                request, locale, "CSRF check failed." if locale == "en" else "Kiểm tra bảo mật thất bại.", status=403
-            )
-        id_number, password = form.get("id_number", "").strip(), form.get("password", "")
-
-        def failed() -> Response:
-            return render(
-                request,
-                "login.html",
-                locale,
-                status=401,
-                req=req.id,
-                csrf=req.csrf,
-                client_name=client.name,
-                login_hint=id_number if id_number.isdigit() and len(id_number) == 12 else "",
-                error=TEXT[locale]["login_failed"],
-            )
-
-        if (
-            not (len(id_number) == 12 and id_number.isascii() and id_number.isdigit())
-            or not password
-            or len(password) > 1024
-        ):
+            return error_page(request, locale, pages.words(locale)["csrf_failed"], status=403)
+        if not well_formed or not password or len(password) > 1024:
             await ctx.hasher.verify(password or "x", None)  # same cost as a real attempt
-            return failed()
+            return _login_form(request, req, client.name, id_number, pages.words(locale)["login_failed"], 401)
         try:
             account = await accounts.authenticate(
                 session, ctx, id_number=id_number, password=password, allow_must_change=True
             )
         except LoginFailed:
-            return failed()
+            return _login_form(request, req, client.name, id_number, pages.words(locale)["login_failed"], 401)
+        except AccountLocked as exc:
+            return _login_form(request, req, client.name, id_number, _locked_message(locale, exc), 403)
+        device = device_of(request)
+        assert device is not None  # same_browser held
+        seen = browser_hash(ctx.keyring, device)
+        assert seen is not None
         token = random_token()
         login = CitizenSession(
             token_hash=ctx.keyring.keyed_hash("citizen-session", token), account_id=account.id, sid=random_token(16),
-            acr=ACR_LEVEL[account.level], auth_time=now, amr="pwd",
+            acr=ACR_LEVEL[account.level], auth_time=now, amr="pwd", browser_hash=seen,
             expires_at=now + dt.timedelta(minutes=ctx.settings.citizen_session_minutes),
         )  # fmt: skip
         session.add(login)
+        await accounts.note_browser(session, ctx, account, seen, now)
         req.session_hash = login.token_hash
         req.csrf = random_token(24)  # a new CSRF token once signed in
         await session.commit()
@@ -303,24 +300,45 @@ async def login_submit(request: Request) -> Response:
     return response
 
 
+def _locked_message(locale: str, exc: AccountLocked) -> str:
+    until = exc.extra.get("locked_until")
+    if until:
+        return pages.words(locale)["locked_until"].format(until=local_time(dt.datetime.fromisoformat(until)))
+    return pages.words(locale)["revoked" if exc.extra.get("account_status") == "revoked" else "locked_by_officer"]
+
+
+async def _signed_in_request(
+    request: Request, provider: Provider, session: Any, req_id: str | None, now: dt.datetime
+) -> tuple[AuthorizationRequest, CitizenSession] | Response:
+    """The request, bound to this browser and to the session signed in for it."""
+    req = await _load_request(request, provider, session, req_id, now)
+    if isinstance(req, Response):
+        return req
+    login = await current_login_session(request, provider, session, now)
+    if login is None or req.session_hash != login.token_hash:
+        locale = _locale(request, req)
+        return error_page(request, locale, pages.words(locale)["expired"])
+    return req, login
+
+
+def _password_form(
+    request: Request, req: AuthorizationRequest, min_length: int, error: str | None, status: int = 200
+) -> Response:
+    return render(
+        request, "password.html", _locale(request, req), status, next_url=f"/login/password?req={req.id}", req=req.id,
+        csrf=req.csrf, min_length=min_length, error=error,
+    )  # fmt: skip
+
+
 @router.get("/login/password", summary="Forced password change page", include_in_schema=False)
 async def password_page(request: Request, req: str = "") -> Response:
     provider = get_provider(request)
     now = provider.ctx.clock.now()
     async with provider.ctx.sessionmaker() as session:
-        row = await _load_request(provider, session, req, now)
-        login = await current_login_session(request, provider, session, now)
-        if row is None or login is None or row.session_hash != login.token_hash:
-            return error_page(request, "vi", TEXT["vi"]["expired"])
-    return render(
-        request,
-        "password.html",
-        row.params["locale"],
-        req=row.id,
-        csrf=row.csrf,
-        min_length=provider.ctx.settings.password_min_length,
-        error=None,
-    )
+        bound = await _signed_in_request(request, provider, session, req, now)
+    if isinstance(bound, Response):
+        return bound
+    return _password_form(request, bound[0], provider.ctx.settings.password_min_length, None)
 
 
 @router.post("/login/password", summary="Forced password change form", include_in_schema=False)
@@ -329,43 +347,35 @@ async def password_submit(request: Request) -> Response:
     ctx = provider.ctx
     form = await read_form(request)
     now = ctx.clock.now()
+    min_length = ctx.settings.password_min_length
     async with ctx.sessionmaker() as session:
-        req = await _load_request(provider, session, form.get("req"), now)
-        login = await current_login_session(request, provider, session, now)
-        if req is None or login is None or req.session_hash != login.token_hash:
-            return error_page(request, "vi", TEXT["vi"]["expired"])
-        locale = req.params["locale"]
+        bound = await _signed_in_request(request, provider, session, form.get("req"), now)
+        if isinstance(bound, Response):
+            return bound
+        req, login = bound
+        locale = _locale(request, req)
         if not _csrf_ok(req, form):
-            return error_page(
-                request, locale, "CSRF check failed." if locale == "en" else "Kiểm tra bảo mật thất bại.", status=403
-            )
+            return error_page(request, locale, pages.words(locale)["csrf_failed"], status=403)
         account = await session.get(Account, login.account_id)
         assert account is not None
         try:
+            # Every other session of the citizen ends; this one goes on (app/accounts/service.py).
             await accounts.change_password(
-                session,
-                ctx,
-                id_number=account.id_number,
-                current=form.get("current_password", ""),
-                new=form.get("new_password", ""),
-            )
-        except (WeakPassword, LoginFailed) as exc:
-            message = exc.detail if isinstance(exc, WeakPassword) and exc.detail else TEXT[locale]["login_failed"]
-            return render(
-                request,
-                "password.html",
-                locale,
-                status=400,
-                req=req.id,
-                csrf=req.csrf,
-                min_length=ctx.settings.password_min_length,
-                error=message,
-            )
+                session, ctx, id_number=account.id_number, current=form.get("current_password", ""),
+                new=form.get("new_password", ""), keep_session=login.token_hash,
+            )  # fmt: skip
+        except WeakPassword as exc:
+            message = " ".join(rule_message(r, locale, min_length) for r in exc.rules)
+            return _password_form(request, req, min_length, message, 400)
+        except LoginFailed:
+            return _password_form(request, req, min_length, pages.words(locale)["login_failed"], 400)
+        except AccountLocked as exc:
+            return _password_form(request, req, min_length, _locked_message(locale, exc), 403)
         client = await provider.clients.get(req.client_id)
         assert client is not None
-        login = await session.get(CitizenSession, login.token_hash, populate_existing=True)
-        assert login is not None
-        return await continue_flow(request, provider, session, req, client, login)
+        fresh = await session.get(CitizenSession, login.token_hash, populate_existing=True)
+        assert fresh is not None
+        return await continue_flow(request, provider, session, req, client, fresh)
 
 
 async def _dependents(session: Any, account: Account) -> list[dict[str, Any]]:
@@ -387,7 +397,8 @@ async def continue_flow(
 ) -> Response:
     """After sign-in: checks, then subject choice, then consent, then the code."""
     params = req.params
-    locale = params["locale"]
+    locale = _locale(request, req)
+    here = f"/authorize/continue?req={req.id}"  # where the language switch brings the citizen back
     redirect_uri, state = params["redirect_uri"], params.get("state")
     prompts = set(params.get("prompt", "").split())
     account = await session.get(Account, login.account_id, populate_existing=True)
@@ -414,7 +425,7 @@ async def continue_flow(
         )  # fmt: skip
     dependents = await _dependents(session, account)
     if dependents and req.subject_account_id is None and "none" not in prompts:
-        return render(request, "subject.html", locale, req=req.id, csrf=req.csrf, dependents=dependents)
+        return render(request, "subject.html", locale, next_url=here, req=req.id, csrf=req.csrf, dependents=dependents)
     subject_id = req.subject_account_id or account.id
     scope = " ".join(sorted(set(params["scope"].split())))
     consent = await session.scalar(
@@ -435,7 +446,7 @@ async def continue_flow(
                 error_description="The citizen has not consented.",
                 state=state,
             )
-        who = TEXT[locale]["you"]
+        who = pages.words(locale)["you"]
         if subject_id != account.id:
             who = next((d["full_name"] for d in dependents if d["account_id"] == str(subject_id)), who)
         scopes = [s for s in USER_SCOPES if s in scope.split()]
@@ -443,6 +454,7 @@ async def continue_flow(
             request,
             "consent.html",
             locale,
+            next_url=here,
             req=req.id,
             csrf=req.csrf,
             client_name=client.name,
@@ -499,20 +511,34 @@ async def issue_code(
 async def _bound_request(
     request: Request, provider: Provider, session: Any, form: dict[str, str]
 ) -> tuple[AuthorizationRequest, ClientInfo, CitizenSession] | Response:
-    now = provider.ctx.clock.now()
-    req = await _load_request(provider, session, form.get("req"), now)
-    login = await current_login_session(request, provider, session, now)
-    if req is None or login is None or req.session_hash != login.token_hash:
-        return error_page(request, "vi", TEXT["vi"]["expired"])
+    bound = await _signed_in_request(request, provider, session, form.get("req"), provider.ctx.clock.now())
+    if isinstance(bound, Response):
+        return bound
+    req, login = bound
+    locale = _locale(request, req)
     if not _csrf_ok(req, form):
-        locale = req.params["locale"]
-        return error_page(
-            request, locale, "CSRF check failed." if locale == "en" else "Kiểm tra bảo mật thất bại.", status=403
-        )
+        return error_page(request, locale, pages.words(locale)["csrf_failed"], status=403)
     client = await provider.clients.get(req.client_id)
     if client is None or not client.approved:
-        return error_page(request, req.params["locale"], "Unknown or unapproved client.")
+        return error_page(request, locale, pages.words(locale)["bad_client"])
     return req, client, login
+
+
+@router.get("/authorize/continue", summary="Where a signed-in flow stands", include_in_schema=False)
+async def continue_page(request: Request, req: str = "") -> Response:
+    """The page the flow is at (subject choice or consent), shown again: after switching the
+    language, or reloading."""
+    provider = get_provider(request)
+    async with provider.ctx.sessionmaker() as session:
+        bound = await _signed_in_request(request, provider, session, req, provider.ctx.clock.now())
+        if isinstance(bound, Response):
+            return bound
+        row, login = bound
+        client = await provider.clients.get(row.client_id)
+        if client is None or not client.approved:
+            locale = _locale(request, row)
+            return error_page(request, locale, pages.words(locale)["bad_client"])
+        return await continue_flow(request, provider, session, row, client, login)
 
 
 @router.post("/authorize/subject", summary="Choose whom to act for", include_in_schema=False)
@@ -532,14 +558,8 @@ async def subject_submit(request: Request) -> Response:
         else:
             allowed = {d["account_id"] for d in await _dependents(session, account)}
             if choice not in allowed:
-                return error_page(
-                    request,
-                    req.params["locale"],
-                    "Not one of your dependents."
-                    if req.params["locale"] == "en"
-                    else "Không phải người phụ thuộc của bạn.",
-                    status=403,
-                )
+                locale = _locale(request, req)
+                return error_page(request, locale, pages.words(locale)["not_dependent"], status=403)
             req.subject_account_id = uuid.UUID(choice)
         await session.commit()
         return await continue_flow(request, provider, session, req, client, login)

@@ -1,8 +1,7 @@
-"""The login pages' words in Vietnamese (default) and English (``ui_locales``)."""
+"""The provider pages' words in Vietnamese (default) and English: every text a page shows,
+errors included, so that no English reaches a Vietnamese page (app/core/pages.py picks the language)."""
 
 from __future__ import annotations
-
-LOCALES = ("vi", "en")
 
 TEXT: dict[str, dict[str, str]] = {
     "vi": {
@@ -41,6 +40,17 @@ TEXT: dict[str, dict[str, str]] = {
         "scope_documents": "Giấy tờ đã tích hợp",
         "scope_offline_access": "Truy cập khi bạn không trực tuyến",
         "expired": "Yêu cầu đăng nhập đã hết hạn. Hãy quay lại dịch vụ và thử lại.",
+        "register_link": "Đăng ký tài khoản",
+        "forgot_link": "Quên mật khẩu?",
+        "bad_client": "Dịch vụ không hợp lệ hoặc chưa được phê duyệt.",
+        "bad_redirect": "Địa chỉ chuyển hướng chưa được đăng ký.",
+        "not_dependent": "Không phải người phụ thuộc của bạn.",
+        "locked_until": "Tài khoản bị tạm khóa đến {until} do nhập sai mật khẩu nhiều lần.",
+        "locked_by_officer": "Tài khoản đã bị cơ quan quản lý khóa. Hãy liên hệ cơ quan công an.",
+        "revoked": "Tài khoản đã bị thu hồi. Cơ quan công an có thể cấp tài khoản mới.",
+        "bad_hint": "id_token_hint không hợp lệ.",
+        "hint_client": "client_id không khớp với id_token_hint.",
+        "bad_logout_redirect": "post_logout_redirect_uri chưa được đăng ký cho dịch vụ này.",
     },
     "en": {
         "title": "Sign in with your e-ID account",
@@ -78,13 +88,16 @@ TEXT: dict[str, dict[str, str]] = {
         "scope_documents": "Integrated documents",
         "scope_offline_access": "Access while you are offline",
         "expired": "The sign-in request expired. Go back to the service and try again.",
+        "register_link": "Register an account",
+        "forgot_link": "Forgot your password?",
+        "bad_client": "Unknown or unapproved client.",
+        "bad_redirect": "The redirect URI is not registered for this client.",
+        "not_dependent": "Not one of your dependents.",
+        "locked_until": "This account is locked until {until} after too many wrong passwords.",
+        "locked_by_officer": "This account was locked by an officer. Contact a police office.",
+        "revoked": "This account was revoked. A police office can issue a new one.",
+        "bad_hint": "The id_token_hint is not valid.",
+        "hint_client": "client_id does not match the id_token_hint.",
+        "bad_logout_redirect": "post_logout_redirect_uri is not registered for this client.",
     },
 }
-
-
-def pick_locale(ui_locales: str | None) -> str:
-    for tag in (ui_locales or "").split():
-        base = tag.split("-")[0].lower()
-        if base in LOCALES:
-            return base
-    return "vi"

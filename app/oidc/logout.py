@@ -13,18 +13,19 @@ from urllib.parse import urlencode
 
 import httpx
 from fastapi import APIRouter, Request
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.responses import RedirectResponse, Response
 
 from app.accounts.models import CitizenSession
 from app.core import audit
 from app.core.audit import Actor
+from app.core.deps import AccessEnded
 from app.core.outbox import deliver_due
-from app.oidc.authorize import error_page, render
+from app.core.pages import locale_from, page_locale
+from app.oidc.authorize import error_page, pages, render
 from app.oidc.claims import pairwise_sub
 from app.oidc.endpoints import read_form
-from app.oidc.i18n import TEXT, pick_locale
 from app.oidc.models import Grant, LogoutNotification
 from app.oidc.provider import Provider, get_provider
 from app.oidc.sessions import clear_session_cookie, current_login_session
@@ -61,22 +62,20 @@ async def logout(request: Request) -> Response:
     provider = get_provider(request)
     now = provider.ctx.clock.now()
     params = dict(request.query_params) if request.method == "GET" else await read_form(request)
-    locale = pick_locale(params.get("ui_locales"))
-    t = TEXT[locale]
+    locale = page_locale(request, locale_from(params.get("ui_locales"), request.headers.get("accept-language")))
+    t = pages.words(locale)
     hint = params.get("id_token_hint")
     claims = await _hint_claims(provider, hint, now) if hint else None
     if hint and claims is None:
-        return error_page(
-            request, locale, "The id_token_hint is not valid." if locale == "en" else "id_token_hint không hợp lệ."
-        )
+        return error_page(request, locale, t["bad_hint"])
     client_id = params.get("client_id") or (claims["aud"] if claims and isinstance(claims["aud"], str) else None)
     if claims and params.get("client_id") and claims["aud"] != params["client_id"]:
-        return error_page(request, locale, "client_id does not match the id_token_hint.")
+        return error_page(request, locale, t["hint_client"])
     target = params.get("post_logout_redirect_uri")
     if target:
         client = await provider.clients.get(client_id) if client_id else None
         if client is None or target not in client.post_logout_redirect_uris:
-            return error_page(request, locale, "post_logout_redirect_uri is not registered for this client.")
+            return error_page(request, locale, t["bad_logout_redirect"])
     async with provider.ctx.sessionmaker() as session:
         login = await current_login_session(request, provider, session, now)
         # Without a hint naming this session, ask the citizen first (CSRF-safe POST).
@@ -99,6 +98,7 @@ async def logout(request: Request) -> Response:
                     form_action="/logout",
                     hidden=hidden,
                     button=t["logout"],
+                    links=[],
                 )
         if login is not None and (request.method == "POST" or hinted_here):
             await end_session(provider, session, login, now)
@@ -117,9 +117,35 @@ async def logout(request: Request) -> Response:
             is_error=False,
             form_action=None,
             hidden={},
+            links=[],
         )
     clear_session_cookie(response, provider)
     return response
+
+
+async def _queue_logout(
+    provider: Provider, session: AsyncSession, grant: Grant, sid: str | None, now: dt.datetime
+) -> str | None:
+    """Queue a logout token for the grant's client when it registered a back-channel URI;
+    returns the client_id notified."""
+    client = await provider.clients.get(grant.client_id)
+    if client is None or not client.backchannel_logout_uri:
+        return None
+    claims: dict[str, Any] = {
+        "iss": provider.issuer, "aud": client.client_id, "iat": epoch(now), "exp": epoch(now) + 120, "jti": new_jti(),
+        "sub": pairwise_sub(provider.ctx.keyring, client.sector_identifier, str(grant.account_id)),
+        "events": {BACKCHANNEL_EVENT: {}},
+    }  # fmt: skip
+    if sid:  # Back-Channel Logout 1.0 §2.4: sub, sid or both; without sid, every session of sub
+        claims["sid"] = sid
+    token = await provider.keys.sign(claims, client.id_token_alg, now, typ="logout+jwt")
+    session.add(
+        LogoutNotification(
+            client_id=client.client_id, uri=client.backchannel_logout_uri, logout_token=token, status="queued",
+            attempts=0, next_attempt_at=now, created_at=now,
+        )
+    )  # fmt: skip
+    return client.client_id
 
 
 async def end_session(provider: Provider, session: AsyncSession, login: CitizenSession, now: dt.datetime) -> None:
@@ -133,29 +159,10 @@ async def end_session(provider: Provider, session: AsyncSession, login: CitizenS
     for grant in grants:
         if "offline_access" not in grant.scope.split():
             grant.revoked_at, grant.revoked_reason = now, "logout"
-        if grant.client_id in notified:
-            continue
-        client = await provider.clients.get(grant.client_id)
-        if client is None or not client.backchannel_logout_uri:
-            continue
-        notified.add(grant.client_id)
-        claims = {
-            "iss": provider.issuer, "aud": client.client_id, "iat": epoch(now), "exp": epoch(now) + 120, "jti": new_jti(),
-            "sub": pairwise_sub(provider.ctx.keyring, client.sector_identifier, str(grant.account_id)), "sid": login.sid,
-            "events": {BACKCHANNEL_EVENT: {}},
-        }  # fmt: skip
-        token = await provider.keys.sign(claims, client.id_token_alg, now, typ="logout+jwt")
-        session.add(
-            LogoutNotification(
-                client_id=client.client_id,
-                uri=client.backchannel_logout_uri,
-                logout_token=token,
-                status="queued",
-                attempts=0,
-                next_attempt_at=now,
-                created_at=now,
-            )
-        )
+        if grant.client_id not in notified and (
+            client_id := await _queue_logout(provider, session, grant, login.sid, now)
+        ):
+            notified.add(client_id)
     audit.record(
         session,
         actor=Actor("citizen", str(login.account_id)),
@@ -165,6 +172,36 @@ async def end_session(provider: Provider, session: AsyncSession, login: CitizenS
         detail={"grants": len(grants), "notified": sorted(notified)},
     )
     await session.commit()
+
+
+async def on_access_ended(provider: Provider, session: AsyncSession, event: AccessEnded) -> None:
+    """A citizen's credentials or account state changed (app/accounts/service.py end_access):
+    revoke every grant of theirs, as subject or as a guardian acting for a dependent, except
+    those of the session that made the change, so that refresh tokens stop working and the
+    access tokens minted under them answer inactive at once (every process forgets its cache
+    on the revocation's NOTIFY, app/oidc/livecheck.py); and tell the portals by back-channel,
+    one logout token per client and session (RFC 9700 §4.14.2 on credential change)."""
+    grants = (
+        await session.scalars(
+            select(Grant).where(
+                or_(Grant.account_id == event.account_id, Grant.actor_account_id == event.account_id),
+                Grant.revoked_at.is_(None),
+            )
+        )
+    ).all()
+    revoked = [g for g in grants if event.kept_sid is None or g.sid != event.kept_sid]
+    told: set[tuple[str, str | None]] = set()
+    for grant in revoked:
+        grant.revoked_at, grant.revoked_reason = event.now, event.reason[:40]
+        key = (grant.client_id, grant.sid)
+        if key not in told:
+            told.add(key)
+            await _queue_logout(provider, session, grant, grant.sid, event.now)
+    if revoked:
+        audit.record(
+            session, actor=Actor("system"), action="oauth.grant.revoke", outcome="ok", now=event.now,
+            target=str(event.account_id), detail={"reason": event.reason, "grants": len(revoked)},
+        )  # fmt: skip
 
 
 async def deliver_logout_notifications(

@@ -137,6 +137,8 @@ class AuthorizationRequest(Base):
     client_id: Mapped[str] = mapped_column(String(64))
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     csrf: Mapped[str] = mapped_column(String(64))
+    # The browser that started the request (keyed hash of its device cookie): only it may go on.
+    browser_hash: Mapped[str | None] = mapped_column(String(64))
     session_hash: Mapped[str | None] = mapped_column(String(64))
     subject_account_id: Mapped[uuid.UUID | None] = mapped_column()
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

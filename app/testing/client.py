@@ -152,7 +152,9 @@ class EidServer:
                     resp = browser.get(location)
                     continue
                 if resp.status_code == 401 and "/login" in str(resp.url):
-                    raise EidLoginError("login_failed", "wrong ID number or password, or the account is locked", {})
+                    raise EidLoginError("login_failed", "wrong ID number or password", {})
+                if resp.status_code == 403 and "/login" in str(resp.url):
+                    raise EidLoginError("account_locked", "the account is locked or revoked", {})
                 form = _form(resp)
                 action = urljoin(str(resp.url), form["action"])
                 data = dict(form["fields"])

@@ -84,7 +84,7 @@ async def verify_document(
 )
 async def start_ekyc(body: EkycRequestIn, caller: EkycCaller, session: SessionDep, ctx: CtxDep) -> EkycRequestOut:
     now = ctx.clock.now()
-    return _out(await service.start_ekyc(session, caller.client, body, now), now)
+    return _out(await service.start_ekyc(session, ctx, caller.client, body), now)
 
 
 @router.get("/ekyc-requests/{request_id}", response_model=EkycRequestOut, summary="Poll an e-KYC request")

@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account, AccountStatus
+from app.accounts.service import current_account, recipient
 from app.consent.models import Consent, ConsentKind, LegalBasis
 from app.consent.service import add_call_rows, record_disclosure
 from app.core import audit
@@ -22,6 +23,7 @@ from app.core.audit import Actor
 from app.core.batching import Coalescer
 from app.core.context import request_id_var
 from app.core.db import RAW_SERVER_SETTINGS
+from app.core.deps import AppContext
 from app.core.errors import InvalidInput, NotFound, Problem
 from app.core.journal import (
     JOURNAL_CTES,
@@ -34,6 +36,7 @@ from app.core.journal import (
     journal_rows,
     unrecorded,
 )
+from app.core.notify import Notice, notify
 from app.core.schemas import fold_name
 from app.documents.service import document_status
 from app.oidc.claims import ACR_LEVEL, pairwise_sub, registry_claims
@@ -95,7 +98,10 @@ _Outcome = tuple[str, dict[str, AttributeResult], _Record | None]
 # registry records of this one ($3).
 _PG_RECORD_AND_JOURNAL = JOURNAL_CTES + (  # noqa: S608 (constant text; every value is a bound parameter)
     " SELECT c.id_number, c.full_name, c.date_of_birth, c.sex, c.phone, a.status, a.level FROM citizens c"
-    " LEFT JOIN accounts a ON a.id_number = c.id_number WHERE c.id_number = ANY($3::varchar[])"
+    # The citizen's current account: the one not revoked, else the latest revoked (re-issue
+    # leaves the revoked one beside the new, app/accounts/service.py current_account).
+    " LEFT JOIN LATERAL (SELECT status, level FROM accounts WHERE accounts.id_number = c.id_number"
+    "  ORDER BY status = 'revoked', created_at DESC LIMIT 1) a ON true WHERE c.id_number = ANY($3::varchar[])"
 )
 
 
@@ -267,6 +273,8 @@ async def verify_identity(
                     )
                     .outerjoin(Account, Account.id_number == Citizen.id_number)
                     .where(Citizen.id_number == query.id_number)
+                    .order_by(Account.status == AccountStatus.revoked.value, Account.created_at.desc())
+                    .limit(1)
                 )
             ).first()  # fmt: skip
             record = _Record(*found) if found is not None else None
@@ -347,7 +355,11 @@ def effective_status(req: EkycRequest, now: dt.datetime) -> Literal["pending", "
     return "denied" if req.status == EkycStatus.denied else "pending"
 
 
-async def start_ekyc(session: AsyncSession, caller: ClientInfo, body: EkycRequestIn, now: dt.datetime) -> EkycRequest:
+async def start_ekyc(session: AsyncSession, ctx: AppContext, caller: ClientInfo, body: EkycRequestIn) -> EkycRequest:
+    """A bank's request, waiting for the citizen's answer. The citizen is told (SMS, and their
+    notifications) with the bank's name and the binding message to compare; a request for an
+    unknown or inactive citizen is stored and answered alike, and tells nobody anything."""
+    now = ctx.clock.now()
     req = EkycRequest(
         id=uuid.uuid4(), client_id=caller.client_id, id_number=body.id_number, claims=sorted(set(body.claims)), purpose=body.purpose,
         binding_message=body.binding_message, status=EkycStatus.pending.value, created_at=now, expires_at=now + EKYC_TTL,
@@ -362,6 +374,13 @@ async def start_ekyc(session: AsyncSession, caller: ClientInfo, body: EkycReques
         target_id_number=body.id_number,
         detail={"request": str(req.id), "claims": req.claims},
     )
+    account = await current_account(session, body.id_number)
+    if account is not None and account.status == AccountStatus.active and account.password_hash is not None:
+        await notify(
+            session, ctx.keyring, to=recipient(account), kind=Notice.ekyc_request, now=now,
+            params={"bank": caller.name, "binding": body.binding_message or "—"},
+            sms_per_hour=ctx.settings.notify_sms_per_hour,
+        )  # fmt: skip
     await session.commit()
     return req
 
@@ -455,7 +474,7 @@ async def ekyc_result(
         await session.execute(
             select(Citizen, Account)
             .join(Account, Account.id_number == Citizen.id_number)
-            .where(Citizen.id_number == req.id_number)
+            .where(Citizen.id_number == req.id_number, Account.status != AccountStatus.revoked.value)
         )
     ).first()
     if row is None or row.Account.status != AccountStatus.active:

@@ -24,10 +24,15 @@ async def test_lockout_after_five_failures_and_release_after_fifteen_minutes(env
         )
         assert resp.status_code == 401
         assert resp.json()["type"] == "urn:eid:problem:login-failed"
-    # Locked: even the right password is refused, with the same answer as a wrong one.
+    # Locked: the right password is refused too, and only its holder learns it is locked and until when.
     resp = await env.client.post("/accounts/sessions", json={"id_number": c["id_number"], "password": pw})
-    assert resp.status_code == 401
-    assert resp.json()["type"] == "urn:eid:problem:login-failed"
+    assert resp.status_code == 403
+    assert resp.json()["type"] == "urn:eid:problem:account-locked"
+    until = dt.datetime.fromisoformat(resp.json()["locked_until"])
+    assert dt.timedelta(minutes=14) < until - env.ctx.clock.now() <= dt.timedelta(minutes=15)
+    # A wrong password during the lockout still gets the answer every wrong password gets.
+    resp = await env.client.post("/accounts/sessions", json={"id_number": c["id_number"], "password": "wrong again 456"})
+    assert (resp.status_code, resp.json()["type"]) == (401, "urn:eid:problem:login-failed")
     assert (
         await env.count(
             "audit_events",
@@ -37,9 +42,10 @@ async def test_lockout_after_five_failures_and_release_after_fifteen_minutes(env
         >= 1
     )
     env.ctx.clock.advance(dt.timedelta(minutes=14))
-    assert await sign_in(env, c["id_number"], pw) == 401
+    assert await sign_in(env, c["id_number"], pw) == 403
     env.ctx.clock.advance(dt.timedelta(minutes=2))
     assert await sign_in(env, c["id_number"], pw) == 201
+    assert "lockout" in await env.notices(c["phone"])  # the citizen was told
 
 
 async def test_success_resets_the_failure_count(env: Harness) -> None:

@@ -226,6 +226,6 @@ def test_cli_reads_a_demo_instances_outbox(eid_server: EidServer, tmp_path: Path
     assert cli.returncode == 0, cli.stderr
     texts = [line.split("  ", 2)[2].split(None, 1)[1] for line in cli.stdout.strip().splitlines()]
     assert texts and texts == [m["text"] for m in eid_server.outbox(an.phone)]
-    assert "Ma dat lai mat khau" in texts[0]
+    assert "Mã đặt lại mật khẩu" in texts[0]
     refused = eid_cli("outbox", "--demo", str(tmp_path))
     assert refused.returncode == 2 and "not a demo data directory" in refused.stderr
