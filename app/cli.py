@@ -104,9 +104,22 @@ def serve(
     if fixtures or data or issuer:
         typer.echo("--fixtures, --data and --issuer go with --demo (otherwise set EID_ISSUER)", err=True)
         raise typer.Exit(2)
-    load_settings_or_exit()
+    settings = load_settings_or_exit()
+    if workers > 1 and not _limits_are_shared(settings):
+        typer.echo(
+            "refusing --workers above 1 with EID_RATE_LIMITS=memory: each process would keep its own limits "
+            "and let that many times the traffic through (use the database or Redis)",
+            err=True,
+        )
+        raise typer.Exit(2)
     configure_logging(log_level.upper())
     uvicorn.run("app.asgi:app", host=host, port=port, workers=workers, **UVICORN_OPTIONS)
+
+
+def _limits_are_shared(settings: Settings) -> bool:
+    from app.core.config import RateLimitStore
+
+    return settings.rate_limit_store is not RateLimitStore.memory
 
 
 @cli.command()

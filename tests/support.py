@@ -116,7 +116,9 @@ class Harness:
 
     async def notices(self, phone: str) -> list[str]:
         """The security notifications sent to the phone by SMS, newest first."""
-        return [m["purpose"].removeprefix("notice_") for m in await self.outbox(phone) if m["purpose"].startswith("notice_")]
+        return [
+            m["purpose"].removeprefix("notice_") for m in await self.outbox(phone) if m["purpose"].startswith("notice_")
+        ]
 
     async def count(self, table: str, where: str = "1=1", **params: Any) -> int:
         from sqlalchemy import text

@@ -76,7 +76,9 @@ def demo_settings(data_dir: Path, host: str, port: int, issuer: str | None = Non
 def write_subscribers(data_dir: Path, fixtures: Fixtures) -> None:
     from app.core.schemas import normalise_phone
 
-    pairs = {c.id_number: [normalise_phone(p) for p in c.operator_phones] for c in fixtures.citizens if c.operator_phones}
+    pairs = {
+        c.id_number: [normalise_phone(p) for p in c.operator_phones] for c in fixtures.citizens if c.operator_phones
+    }
     (data_dir / SUBSCRIBERS).write_text(json.dumps(pairs), "utf-8")
 
 

@@ -48,7 +48,9 @@ async def refused_reason(env: Harness, challenge_id: str) -> str | None:
     async with env.ctx.sessionmaker() as session:
         rows = (
             await session.execute(
-                text("SELECT detail FROM audit_events WHERE action = 'account.registration.start' ORDER BY id DESC LIMIT 50")
+                text(
+                    "SELECT detail FROM audit_events WHERE action = 'account.registration.start' ORDER BY id DESC LIMIT 50"
+                )
             )
         ).all()
     for (detail,) in rows:
@@ -88,7 +90,9 @@ async def test_a_phone_the_operator_confirms_registers_at_level_1(env: Harness) 
     assert resp.json()["level"] == 1
     account = (await env.client.get(f"/accounts/by-id-number/{c['id_number']}", headers=env.staff())).json()
     assert account["phone"] == phone
-    assert await env.count("audit_events", "action = 'account.register' AND CAST(detail AS TEXT) LIKE '%operator%'") >= 1
+    assert (
+        await env.count("audit_events", "action = 'account.register' AND CAST(detail AS TEXT) LIKE '%operator%'") >= 1
+    )
 
 
 async def test_the_operator_confirms_only_its_own_pairs(env: Harness) -> None:
@@ -276,7 +280,9 @@ async def test_no_claim_approval_before_14(env: Harness) -> None:
     )
     guardian = await sign_in(env, parent["id_number"], pw)
     kid = (await env.client.get(f"/accounts/by-id-number/{child['id_number']}", headers=env.staff())).json()
-    r = await env.client.post(f"/me/dependents/{kid['id']}/claim-approval", json={"phone": new_phone()}, headers=guardian)
+    r = await env.client.post(
+        f"/me/dependents/{kid['id']}/claim-approval", json={"phone": new_phone()}, headers=guardian
+    )
     assert (r.status_code, r.json()["type"]) == (409, "urn:eid:problem:claim-not-allowed")
 
 
@@ -358,7 +364,9 @@ async def test_an_officer_reissues_a_revoked_account_in_person(env: Harness) -> 
     old = (await env.client.get(f"/accounts/by-id-number/{c['id_number']}", headers=env.staff())).json()
     r = await env.client.post(f"/accounts/{old['id']}/revoke", json={"reason": "stolen identity"}, headers=env.staff())
     assert r.json()["status"] == "revoked"
-    audit_before = await env.count("audit_events", "target = :t", t=c["id_number"][:3] + "*******" + c["id_number"][-2:])
+    audit_before = await env.count(
+        "audit_events", "target = :t", t=c["id_number"][:3] + "*******" + c["id_number"][-2:]
+    )
 
     reg = (await submit(env, c)).json()
     assert reg["status"] == "submitted"
@@ -368,9 +376,10 @@ async def test_an_officer_reissues_a_revoked_account_in_person(env: Harness) -> 
     assert await env.count("accounts", "id_number = :n", n=c["id_number"]) == 2
     assert await env.count("accounts", "id_number = :n AND status = 'revoked'", n=c["id_number"]) == 1
     # The old account's trail stays; the re-issue is audited; the citizen is told.
-    assert await env.count(
-        "audit_events", "target = :t", t=c["id_number"][:3] + "*******" + c["id_number"][-2:]
-    ) > audit_before
+    assert (
+        await env.count("audit_events", "target = :t", t=c["id_number"][:3] + "*******" + c["id_number"][-2:])
+        > audit_before
+    )
     assert await env.count("audit_events", "action = 'account.reissue'") >= 1
     assert "account_reissued" in await env.notices(c["phone"])
     # New credentials: the old password is refused, the new one works once changed.

@@ -31,7 +31,9 @@ async def test_lockout_after_five_failures_and_release_after_fifteen_minutes(env
     until = dt.datetime.fromisoformat(resp.json()["locked_until"])
     assert dt.timedelta(minutes=14) < until - env.ctx.clock.now() <= dt.timedelta(minutes=15)
     # A wrong password during the lockout still gets the answer every wrong password gets.
-    resp = await env.client.post("/accounts/sessions", json={"id_number": c["id_number"], "password": "wrong again 456"})
+    resp = await env.client.post(
+        "/accounts/sessions", json={"id_number": c["id_number"], "password": "wrong again 456"}
+    )
     assert (resp.status_code, resp.json()["type"]) == (401, "urn:eid:problem:login-failed")
     assert (
         await env.count(

@@ -153,3 +153,48 @@ def live_server(tmp: Path, *, seed_demo: bool = True, startup_timeout: float = 2
         yield server
     finally:
         _stop(server.process)
+
+
+@contextlib.contextmanager
+def live_cluster(
+    tmp: Path, count: int, *, database_url: str, env: dict[str, str] | None = None, startup_timeout: float = 30.0
+) -> Iterator[tuple[LiveServer, ...]]:
+    """``count`` processes of ``eid serve`` on one database (migrated and seeded with the demo
+    data first), as replicas behind one issuer URL: each on its own port, with the same secret."""
+    ports = [free_port() for _ in range(count)]
+    issuer = f"http://127.0.0.1:{ports[0]}"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("EID_")}
+    base.update(
+        {
+            "EID_ENV": "test",
+            "EID_ISSUER": issuer,
+            "EID_DATABASE_URL": database_url,
+            "EID_DATA_DIR": str(tmp),
+            "EID_SECRET_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+            "EID_ARGON2_MEMORY_KIB": "1024",
+            "EID_ARGON2_TIME_COST": "1",
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+    )
+    servers = [
+        LiveServer(issuer=f"http://127.0.0.1:{port}", env=base, log_path=tmp / f"server-{i}.log")
+        for i, port in enumerate(ports)
+    ]
+    servers[0].cli("migrate")
+    servers[0].cli("seed-demo")
+    try:
+        for server, port in zip(servers, ports, strict=True):
+            with server.log_path.open("wb") as log:
+                server.process = subprocess.Popen(
+                    [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                    cwd=ROOT, env=base, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )  # fmt: skip
+        for server in servers:
+            _wait_ready(server, time.monotonic() + startup_timeout)
+        yield tuple(servers)
+    finally:
+        for server in servers:
+            if server.process is not None:
+                _stop(server.process)

@@ -254,7 +254,9 @@ async def test_logout_delivery_holds_no_transaction_while_the_portal_answers(env
     seen: list[int] = []
     answers = [500, 200]
 
-    async def portal(_request: httpx.Request) -> httpx.Response:
+    async def portal(request: httpx.Request) -> httpx.Response:
+        if request.url.host != "portal-x.example":  # other tests' queued tokens: not delivered here
+            return httpx.Response(503)
         # While the call is in flight, another transaction can write, and lock this very row.
         async with env.ctx.sessionmaker() as session, session.begin():
             row = await session.get(LogoutNotification, row_id, with_for_update={"nowait": True})
