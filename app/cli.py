@@ -14,54 +14,23 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from app.core.config import Settings, load_settings_or_exit
+from app.core.migrations import run_migrations
 
 cli = typer.Typer(help="National e-ID service.", no_args_is_help=True, add_completion=False)
 T = TypeVar("T")
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run(fn: Callable[[Any], Awaitable[T]], settings: Settings | None = None) -> T:
-    """Build the app context outside HTTP and run one coroutine with it."""
-    from app.core.clock import Clock
-    from app.core.crypto import Keyring
-    from app.core.db import make_engine, make_sessionmaker
-    from app.core.deps import AppContext
-    from app.core.passwords import PasswordHasher
-    from app.core.ratelimit import MemoryRateLimiter
+    """Build the application context outside HTTP (app/core/deps.py) and run one coroutine with it."""
+    from app.core.deps import build_context
 
     settings = settings or load_settings_or_exit()
 
     async def main() -> T:
-        engine = make_engine(settings)
-        ctx = AppContext(
-            settings,
-            make_sessionmaker(engine),
-            Keyring(settings.master_secret()),
-            PasswordHasher(settings),
-            Clock(),
-            MemoryRateLimiter(),
-        )
-        try:
+        async with build_context(settings) as ctx:
             return await fn(ctx)
-        finally:
-            await engine.dispose()
 
     return asyncio.run(main())
-
-
-def run_migrations(settings: Settings, revision: str = "head", *, downgrade: bool = False) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    root = next((d for d in (Path.cwd(), ROOT) if (d / "migrations" / "env.py").exists()), ROOT)
-    cfg = Config(str(root / "alembic.ini"))
-    cfg.set_main_option("script_location", str(root / "migrations"))
-    cfg.attributes["url"] = settings.database_url
-    cfg.attributes["configure_logging"] = False
-    if downgrade:
-        command.downgrade(cfg, revision)
-    else:
-        command.upgrade(cfg, revision)
 
 
 @cli.command()

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from sqlalchemy import text
@@ -22,30 +20,21 @@ from app.admin.router import router as admin_router
 from app.consent.router import router as consents_router
 from app.core.clock import Clock
 from app.core.config import Settings, get_settings
-from app.core.crypto import Keyring
-from app.core.db import make_engine, make_sessionmaker
-from app.core.deps import AppContext
+from app.core.deps import build_context
 from app.core.errors import install_error_handlers, problem_response
 from app.core.hotpath import serve_hot_routes
 from app.core.http import BodySizeLimit
-from app.core.journal import Journal
 from app.core.observability import RequestContext
 from app.core.pages import lang_router
-from app.core.passwords import PasswordHasher
-from app.core.ratelimit import make_rate_limiter
 from app.core.sms import delivery_loop, make_email_gateway, make_gateway
-from app.core.subscribers import make_subscriber_check
 from app.documents.router import admin as documents_admin_router
 from app.documents.router import agency as documents_router
 from app.documents.router import me as documents_me_router
 from app.oidc.authorize import router as authorize_router
-from app.oidc.clients import ClientCache
 from app.oidc.endpoints import router as oidc_router
-from app.oidc.keys import KeyStore
-from app.oidc.livecheck import LiveCheck
-from app.oidc.logout import logout_delivery_loop, on_access_ended
+from app.oidc.logout import logout_delivery_loop
 from app.oidc.logout import router as logout_router
-from app.oidc.provider import Provider
+from app.oidc.startup import start_provider
 from app.registry.router import router as registry_router
 from app.sharing.router import me as sharing_me_router
 from app.sharing.router import router as sharing_router
@@ -53,7 +42,7 @@ from app.verify.router import HOT_BODY_MODELS
 from app.verify.router import hot as verify_hot_router
 from app.verify.router import me as verify_me_router
 from app.verify.router import router as verify_router
-from app.verify.service import IdentityChecks
+from app.verify.service import start_identity_checks
 
 DESCRIPTION = """National electronic-identity service: the population registry, citizen accounts
 (level 1 self-registered, level 2 officer-assisted) and the OpenID Connect provider for
@@ -66,74 +55,36 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings)
-        sessionmaker = make_sessionmaker(engine)
-        keyring = Keyring(settings.master_secret())
-        ctx = AppContext(
-            settings=settings,
-            sessionmaker=sessionmaker,
-            keyring=keyring,
-            hasher=PasswordHasher(settings),
-            clock=clock or Clock(),
-            limiter=make_rate_limiter(settings, keyring, sessionmaker),
-            subscribers=make_subscriber_check(settings),
-        )
-        app.state.ctx = ctx
-        app.state.sessionmaker = sessionmaker
-        app.state.clock = ctx.clock
-        app.state.engine = engine
-        # Caches reload while a request's transaction may be open: on SQLite they read through a
-        # read-only engine whose transactions do not take the write lock.
-        reader_engine = make_engine(settings, reader=True) if settings.is_sqlite else engine
-        reader = make_sessionmaker(reader_engine)
-        provider = Provider(
-            ctx=ctx,
-            keys=KeyStore(sessionmaker, keyring.sealer, settings.cache_ttl_seconds, reader=reader),
-            clients=ClientCache(reader, settings.cache_ttl_seconds),
-            http=httpx.AsyncClient(timeout=5.0, follow_redirects=False),
-            live=LiveCheck(reader, settings.database_url, settings.database_pool_size),
-        )
-        await provider.live.start(engine)
-        if provider.live.raw_pool is not None:
-            provider.journal = Journal(provider.live.raw_pool)
-            provider.identity_checks = IdentityChecks(provider.live.dsn, provider.journal)
-        await provider.keys.ensure(ctx.clock.now())
-        ctx.on_access_ended.append(functools.partial(on_access_ended, provider))
-        app.state.oidc = provider
-        stop = asyncio.Event()
-        workers = [asyncio.create_task(logout_delivery_loop(provider, stop))]
-        sms_gateway, email_gateway = make_gateway(settings), make_email_gateway(settings)
-        if sms_gateway is not None or email_gateway is not None:
-            workers.append(
-                asyncio.create_task(
-                    delivery_loop(sessionmaker, sms_gateway, email_gateway, keyring, settings, ctx.clock.now, stop)
+        async with build_context(settings, clock=clock, serving=True) as ctx:
+            app.state.ctx = ctx
+            app.state.sessionmaker = ctx.sessionmaker
+            app.state.clock = ctx.clock
+            app.state.engine = ctx.engine
+            # The domains' own long-lived state, as extensions of the context.
+            provider = await start_provider(ctx)
+            start_identity_checks(ctx)
+            stop = asyncio.Event()
+            workers = [asyncio.create_task(logout_delivery_loop(provider, stop))]
+            sms_gateway, email_gateway = make_gateway(settings), make_email_gateway(settings)
+            if sms_gateway is not None or email_gateway is not None:
+                loop = delivery_loop(
+                    ctx.sessionmaker, sms_gateway, email_gateway, ctx.keyring, settings, ctx.clock.now, stop
                 )
-            )
-        # Everything built so far lives as long as the process: keep it out of the cyclic
-        # garbage collector's full passes, which otherwise rescan it all and stall the event
-        # loop for ~100 ms under load (bench/token.py, verify_identity p99).
-        gc.freeze()
-        try:
-            yield
-        finally:
-            # Let a delivery pass in progress finish (bounded), then stop.
-            stop.set()
-            _, late = await asyncio.wait(workers, timeout=10.0)
-            for worker in late:
-                worker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await worker
-            if provider.identity_checks is not None:
-                await provider.identity_checks.close()
-            if provider.journal is not None:
-                await provider.journal.close()
-            await provider.http.aclose()
-            await provider.live.close()
-            if reader_engine is not engine:
-                await reader_engine.dispose()
-            await ctx.limiter.close()
-            await ctx.subscribers.close()
-            await engine.dispose()
+                workers.append(asyncio.create_task(loop))
+            # Everything built so far lives as long as the process: keep it out of the cyclic
+            # garbage collector's full passes, which otherwise rescan it all and stall the event
+            # loop for ~100 ms under load (bench/token.py, verify_identity p99).
+            gc.freeze()
+            try:
+                yield
+            finally:
+                # Let a delivery pass in progress finish (bounded), then stop.
+                stop.set()
+                _, late = await asyncio.wait(workers, timeout=10.0)
+                for worker in late:
+                    worker.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await worker
 
     on = settings.telemetry
     app = FastAPI(

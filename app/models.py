@@ -14,6 +14,7 @@ from app.admin.models import StaffMember, StaffSession
 from app.consent.models import AccessLogEntry, Consent
 from app.core.audit import AuditEvent
 from app.core.db import Base
+from app.core.keys import SigningKey
 from app.core.notify import Notification
 from app.core.ratelimit import RateLimit
 from app.core.sms import EmailMessage, SmsMessage
@@ -26,7 +27,6 @@ from app.oidc.models import (
     LogoutNotification,
     RefreshToken,
     RevokedAccessToken,
-    SigningKey,
     UsedAssertion,
 )
 from app.registry.models import Citizen, GuardianLink

@@ -82,8 +82,8 @@ from urllib.parse import parse_qs, quote_plus, urlencode, urlsplit  # noqa: E402
 import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 
-from app.cli import run_migrations  # noqa: E402
 from app.core.config import Environment, Settings  # noqa: E402
+from app.core.migrations import run_migrations  # noqa: E402
 
 DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 DEFAULT_OUTPUT = ROOT / "bench" / "results" / "token.json"
@@ -194,9 +194,9 @@ async def seed(settings: Settings) -> Seeded:
     from app.core.audit import Actor
     from app.core.crypto import Keyring
     from app.core.db import make_engine, make_sessionmaker
+    from app.core.keys import KeyStore
     from app.core.passwords import PasswordHasher
     from app.oidc.clients import create_client
-    from app.oidc.keys import KeyStore
     from app.registry.idnumber import PROVINCES, Sex, make_id_number
     from app.registry.models import Citizen
 

@@ -18,9 +18,9 @@ import asyncpg
 import httpx
 import pytest
 
-from app.cli import run_migrations
 from app.core.clock import Clock
 from app.core.config import Environment, Settings
+from app.core.migrations import run_migrations
 from app.main import create_app
 from tests.support import Harness
 

@@ -15,11 +15,18 @@ from fastapi import FastAPI
 from app.core.deps import AppContext
 from app.core.sms import read_outbox
 from app.core.subscribers import FakeSubscriberCheck
+from app.oidc.provider import Provider
 from app.registry.idnumber import PROVINCES, Sex, make_id_number
 
 _serials = itertools.count(random.randint(0, 400_000))
 _phones = itertools.count(random.randint(0, 10_000_000))
 PROVINCE_CODES = sorted(PROVINCES)
+
+
+def get_provider_of(ctx: AppContext) -> Provider:
+    provider = ctx.extension(Provider)
+    assert provider is not None
+    return provider
 
 
 def new_phone() -> str:
@@ -45,6 +52,10 @@ class Harness:
     def ctx(self) -> AppContext:
         ctx: AppContext = self.app.state.ctx
         return ctx
+
+    @property
+    def provider(self) -> Provider:
+        return get_provider_of(self.ctx)
 
     @property
     def subscribers(self) -> FakeSubscriberCheck:

@@ -12,8 +12,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from app.cli import run_migrations
 from app.core.db import make_engine
+from app.core.migrations import run_migrations
 from app.models import Base
 from app.openapi import openapi_document
 from tests.conftest import BACKENDS, _create_pg_database, _drop_pg_database, make_settings

@@ -98,10 +98,11 @@ AuditReader = Annotated[StaffPrincipal, Depends(require_scope(AUDIT_READ))]
 
 
 async def _client_principal(request: Request, token: str, now: dt.datetime) -> StaffPrincipal:
+    from app.core.jose import JwtRejected
     from app.oidc.endpoints import token_is_live, verify_access_token
-    from app.oidc.tokens import JwtRejected
+    from app.oidc.provider import get_provider
 
-    provider = request.app.state.oidc
+    provider = get_provider(request)
     try:
         claims = await verify_access_token(provider, token, now)
     except JwtRejected:

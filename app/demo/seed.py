@@ -15,12 +15,11 @@ from app.accounts.models import Account
 from app.core import audit
 from app.core.audit import SYSTEM, Actor
 from app.core.deps import AppContext
+from app.core.keys import SigningKey, _thumbprint
 from app.core.schemas import normalise_phone
 from app.demo.fixtures import Fixtures
 from app.documents.models import DocumentIssuerType, IntegratedDocument
 from app.oidc.clients import create_client
-from app.oidc.keys import _thumbprint
-from app.oidc.models import SigningKey
 from app.registry.models import Citizen, GuardianLink
 
 # Fixed so that pairwise subjects and keyed hashes are the same on every demo run.

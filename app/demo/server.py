@@ -85,16 +85,12 @@ def write_subscribers(data_dir: Path, fixtures: Fixtures) -> None:
 def run_demo(*, host: str, port: int, data: Path | None, fixtures: Fixtures, issuer: str | None = None) -> None:
     import uvicorn
 
-    from app.cli import run_migrations
+    from app.core.migrations import run_migrations
     from app.core.server import UVICORN_OPTIONS
 
     _Server = _server_class()
     from app.core.clock import Clock
-    from app.core.crypto import Keyring
-    from app.core.db import make_engine, make_sessionmaker
-    from app.core.deps import AppContext
-    from app.core.passwords import PasswordHasher
-    from app.core.ratelimit import MemoryRateLimiter
+    from app.core.deps import build_context
     from app.demo.seed import seed_fixtures
     from app.main import create_app
 
@@ -112,18 +108,8 @@ def run_demo(*, host: str, port: int, data: Path | None, fixtures: Fixtures, iss
         clock = Clock()
 
         async def seed() -> None:
-            engine = make_engine(settings)
-            ctx = AppContext(
-                settings,
-                make_sessionmaker(engine),
-                Keyring(settings.master_secret()),
-                PasswordHasher(settings),
-                clock,
-                MemoryRateLimiter(),
-            )
-            async with ctx.sessionmaker() as session:
+            async with build_context(settings, clock=clock) as ctx, ctx.sessionmaker() as session:
                 await seed_fixtures(session, ctx, fixtures)
-            await engine.dispose()
 
         asyncio.run(seed())
         print(
@@ -143,9 +129,9 @@ def run_demo(*, host: str, port: int, data: Path | None, fixtures: Fixtures, iss
 
 def _schema_key() -> str:
     """Changes whenever a migration file does: names, sizes and contents' hash."""
-    from app.cli import ROOT
+    from app.core.migrations import project_root
 
-    root = next((d for d in (Path.cwd(), ROOT) if (d / "migrations" / "env.py").exists()), ROOT)
+    root = project_root()
     digest = hashlib.sha256()
     for path in sorted((root / "migrations" / "versions").glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())

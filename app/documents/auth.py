@@ -17,9 +17,9 @@ from fastapi import Depends, Request
 
 from app.core.audit import Actor
 from app.core.errors import Forbidden, Unauthenticated
+from app.core.jose import JwtRejected
 from app.oidc.endpoints import token_is_live, verify_access_token
 from app.oidc.provider import ProviderDep
-from app.oidc.tokens import JwtRejected
 
 DOCUMENTS_ISSUE = "documents:issue"
 

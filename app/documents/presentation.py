@@ -18,7 +18,7 @@ from typing import Any
 
 from jose import jwk
 
-from app.oidc.tokens import JwtRejected, KeyLookup, epoch, new_jti, verify_jwt
+from app.core.jose import JwtRejected, KeyLookup, epoch, new_jti, verify_jwt
 
 PRESENTATION_TYP = "document+jwt"
 PRESENTATION_TTL = dt.timedelta(minutes=3)

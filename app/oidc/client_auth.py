@@ -16,10 +16,10 @@ from sqlalchemy.exc import IntegrityError
 
 from app.core.crypto import constant_time_equals
 from app.core.errors import OAuthError, invalid_client
+from app.core.jose import JwtRejected, verify_jwt
 from app.oidc.clients import ClientInfo, hash_secret
 from app.oidc.models import UsedAssertion
 from app.oidc.provider import Provider
-from app.oidc.tokens import JwtRejected, verify_jwt
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 MAX_ASSERTION_LIFETIME = dt.timedelta(minutes=10)
@@ -95,7 +95,7 @@ def _check_secret(provider: Provider, client: ClientInfo, secret: str, method: s
 
 async def _check_assertion(provider: Provider, assertion: str, claimed_id: str | None, now: dt.datetime) -> ClientInfo:
     try:
-        from app.oidc.tokens import unverified_claims
+        from app.core.jose import unverified_claims
 
         unverified = unverified_claims(assertion)
     except JwtRejected:

@@ -24,6 +24,7 @@ from app.consent.service import add_call_rows
 from app.core import audit
 from app.core.audit import Actor
 from app.core.errors import OAuthError, invalid_token
+from app.core.jose import JwtRejected, unverified_header, verify_jwt
 from app.core.journal import AccessRow, AuditRow, unrecorded
 from app.documents.service import documents_claim
 from app.oidc import grants
@@ -32,7 +33,6 @@ from app.oidc.client_auth import authenticate_client
 from app.oidc.clients import SERVICE_SCOPES, USER_SCOPES, ClientInfo
 from app.oidc.models import Grant, RefreshToken, RevokedAccessToken
 from app.oidc.provider import Provider, get_provider
-from app.oidc.tokens import JwtRejected, unverified_header, verify_jwt
 from app.registry.models import Citizen
 
 router = APIRouter(tags=["openid-connect"])
@@ -302,15 +302,15 @@ async def userinfo(request: Request) -> Response:
                 LegalBasis.consent.value, row.Grant.consent_id,
             ) if released else None
         )  # fmt: skip
-        if provider.journal is None:
+        if provider.ctx.journal is None:
             add_call_rows(session, audit_row, access_row)
             try:
                 await session.commit()
             except SQLAlchemyError:  # as the journal answers on PostgreSQL: not recorded, not answered
                 raise unrecorded() from None
-    if provider.journal is not None:
+    if provider.ctx.journal is not None:
         # PostgreSQL: the rows of concurrent calls in one commit; answered once they are durable.
-        await provider.journal.write(audit_row, access_row)
+        await provider.ctx.journal.write(audit_row, access_row)
     return json_response(body, headers=NO_STORE)
 
 

@@ -22,12 +22,12 @@ from app.core import audit
 from app.core.audit import Actor
 from app.core.crypto import random_token
 from app.core.errors import OAuthError
+from app.core.jose import epoch, new_jti
 from app.oidc import pkce
 from app.oidc.claims import pairwise_sub
 from app.oidc.clients import SERVICE_SCOPES, ClientInfo
 from app.oidc.models import AuthorizationCode, Grant, RefreshToken
 from app.oidc.provider import Provider
-from app.oidc.tokens import epoch, new_jti
 
 
 def invalid_grant(description: str) -> OAuthError:

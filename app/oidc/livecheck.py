@@ -27,8 +27,6 @@ from typing import Any
 from sqlalchemy import Uuid, bindparam, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.core.db import RAW_SERVER_SETTINGS
-
 log = logging.getLogger("eid.livecheck")
 CHANNEL = "eid_revocation"
 MAX_AGE = 60.0
@@ -44,17 +42,12 @@ _SQLA_QUERY = text(_SQL.format(jti=":jti", gid=":gid")).bindparams(bindparam("gi
 _PG_QUERY = _SQL.format(jti="$1", gid="$2::uuid")
 
 
-async def _no_reset(_connection: Any) -> None:
-    """Nothing to reset: the pool runs single autocommit statements only."""
-
-
 class LiveCheck:
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], database_url: str, pool_size: int) -> None:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], dsn: str | None, pool: Any) -> None:
+        """``dsn`` and ``pool`` (the raw asyncpg pool) on PostgreSQL; None on SQLite."""
         self._sessionmaker = sessionmaker
-        pg = database_url.startswith("postgresql")
-        self._dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1) if pg else None
-        self._pool_size = pool_size
-        self._pool: Any = None
+        self._dsn = dsn
+        self._pool = pool
         self._listener: Any = None
         self._listening = False
         self._live: dict[tuple[str, uuid.UUID | None], float] = {}
@@ -65,29 +58,9 @@ class LiveCheck:
     def caching(self) -> bool:
         return self._listening
 
-    @property
-    def dsn(self) -> str:
-        """The database for raw asyncpg connections (PostgreSQL only)."""
-        assert self._dsn is not None
-        return self._dsn
-
-    @property
-    def raw_pool(self) -> Any:
-        """The raw asyncpg pool (PostgreSQL only) for single-statement hot paths; else None."""
-        return self._pool
-
     async def start(self, engine: AsyncEngine) -> None:
         if self._dsn is None:
             return
-        import asyncpg
-
-        self._pool = await asyncpg.create_pool(
-            self._dsn,
-            min_size=1,
-            max_size=self._pool_size,
-            reset=_no_reset,
-            server_settings={**RAW_SERVER_SETTINGS, "application_name": "eid-hot-path"},
-        )
         self._watch_own_commits(engine)
         await self._listen()
 
@@ -147,8 +120,6 @@ class LiveCheck:
         self._listening = False
         if self._listener is not None:
             await self._listener.close()
-        if self._pool is not None:
-            await self._pool.close()
 
     async def is_live(self, jti: str, grant_id: uuid.UUID | None) -> bool:
         key = (jti, grant_id)

@@ -21,6 +21,7 @@ from app.accounts.models import CitizenSession
 from app.core import audit
 from app.core.audit import Actor
 from app.core.deps import AccessEnded
+from app.core.jose import JwtRejected, epoch, new_jti, verify_jwt
 from app.core.outbox import deliver_due
 from app.core.pages import locale_from, page_locale
 from app.oidc.authorize import error_page, pages, render
@@ -29,7 +30,6 @@ from app.oidc.endpoints import read_form
 from app.oidc.models import Grant, LogoutNotification
 from app.oidc.provider import Provider, get_provider
 from app.oidc.sessions import clear_session_cookie, current_login_session
-from app.oidc.tokens import JwtRejected, epoch, new_jti, verify_jwt
 
 log = logging.getLogger("eid.logout")
 router = APIRouter(tags=["openid-connect"])

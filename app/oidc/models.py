@@ -37,24 +37,6 @@ class Client(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
-class SigningKey(Base):
-    """A signing key pair; the private part is sealed with the key-encryption key.
-
-    Published in JWKS from creation until ``retire_at``; used for signing from ``activates_at``
-    (so relying parties have fetched it before it signs anything).
-    """
-
-    __tablename__ = "signing_keys"
-
-    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
-    alg: Mapped[str] = mapped_column(String(8))
-    private_sealed: Mapped[str] = mapped_column(Text)
-    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
-    activates_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
-    retire_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
-
-
 class Grant(Base):
     """One authorization of a client by a citizen (or a guardian acting for a dependent):
     every code, access token and refresh token issued from it carries its ID, so that it can be

@@ -1,37 +1,37 @@
-"""What the OpenID provider holds once per process: keys, the client cache, its URLs."""
+"""What the OpenID provider keeps for the life of a process: the client cache, the live-token
+check and the cache of verified token signatures. Keys, the HTTP client and the journal are the
+platform's (app/core/deps.py); the provider is one extension of the application context."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import httpx
 from fastapi import Depends, Request
 
-from app.core.deps import AppContext
-from app.core.journal import Journal
+from app.core.deps import AppContext, get_ctx
+from app.core.keys import KeyStore
 from app.oidc.clients import ClientCache
-from app.oidc.keys import KeyStore
 from app.oidc.livecheck import LiveCheck, VerifiedTokens
-
-if TYPE_CHECKING:
-    from app.verify.service import IdentityChecks
 
 
 @dataclass
 class Provider:
     ctx: AppContext
-    keys: KeyStore
     clients: ClientCache
-    http: httpx.AsyncClient
     live: LiveCheck
     verified: VerifiedTokens = field(default_factory=VerifiedTokens)
     jwks_uri_cache: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
-    # Group commit of hot paths' audit and access-log rows (PostgreSQL only; None on SQLite).
-    journal: Journal | None = None
-    # /verify/identity calls, batched (PostgreSQL only; app/verify/service.py).
-    identity_checks: IdentityChecks | None = None
+
+    @property
+    def keys(self) -> KeyStore:
+        return self.ctx.keys
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        return self.ctx.http
 
     @property
     def issuer(self) -> str:
@@ -50,9 +50,13 @@ class Provider:
         self.jwks_uri_cache[jwks_uri] = (time.monotonic(), jwks)
         return jwks
 
+    async def close(self) -> None:
+        await self.live.close()
+
 
 def get_provider(request: Request) -> Provider:
-    provider: Provider = request.app.state.oidc
+    provider = get_ctx(request).extension(Provider)
+    assert provider is not None, "the app was not started"
     return provider
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from app.oidc.tokens import JwtRejected, KeyLookup, verify_jwt
+from app.core.jose import JwtRejected, KeyLookup, verify_jwt
 
 SD_ALG = "sha-256"
 RESERVED = frozenset({"_sd", "_sd_alg", "..."})
@@ -128,7 +128,7 @@ class VerifiedSdJwt:
 async def verify(
     compact: str, key_for: KeyLookup, *, now: dt.datetime, issuer: str, typ: str, max_bytes: int
 ) -> VerifiedSdJwt:
-    """§7.1: the issuer-signed JWT first (strict, app.oidc.tokens.verify_jwt), then the
+    """§7.1: the issuer-signed JWT first (strict, app.core.jose.verify_jwt), then the
     disclosures. Audience is left to the caller, which knows who is asking."""
     if len(compact) > max_bytes:
         raise SdJwtRejected("too-large", f"An SD-JWT here is at most {max_bytes} bytes.")

@@ -20,6 +20,7 @@ from app.core import audit
 from app.core.audit import Actor
 from app.core.crypto import random_token
 from app.core.errors import Problem
+from app.core.jose import KeyLookup, epoch
 from app.documents.auth import ClientPrincipal
 from app.documents.service import (
     acting_for,
@@ -28,7 +29,6 @@ from app.documents.service import (
     require_presentable,
 )
 from app.oidc.provider import Provider
-from app.oidc.tokens import KeyLookup, epoch
 from app.registry.models import Citizen
 from app.registry.service import age_on
 from app.sharing import qr, sdjwt

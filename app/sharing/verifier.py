@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from app.core.jose import KeyLookup
 from app.documents.presentation import key_lookup_from_jwks
-from app.oidc.tokens import KeyLookup
 from app.sharing import sdjwt
 
 SHARE_TYP = "vc+sd-jwt"

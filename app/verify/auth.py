@@ -10,10 +10,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.core.errors import Forbidden, RateLimited, Unauthenticated
+from app.core.jose import JwtRejected
 from app.oidc.clients import ClientInfo
 from app.oidc.endpoints import token_is_live, verify_access_token
 from app.oidc.provider import Provider, get_provider
-from app.oidc.tokens import JwtRejected
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,7 +61,7 @@ async def verify_identity(request: Request) -> Response:
     provider = get_provider(request)
     caller = check_scope(await current_client(request), VERIFY_SCOPES)
     query = await json_body(request, IdentityQuery)
-    result = await service.verify_identity(provider, caller.client, query, provider.ctx.clock.now())
+    result = await service.verify_identity(provider.ctx, caller.client, query, provider.ctx.clock.now())
     return json_response(result.model_dump())
 
 

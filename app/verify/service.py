@@ -25,6 +25,7 @@ from app.core.context import request_id_var
 from app.core.db import RAW_SERVER_SETTINGS
 from app.core.deps import AppContext
 from app.core.errors import InvalidInput, NotFound, Problem
+from app.core.jose import epoch, new_jti
 from app.core.journal import (
     JOURNAL_CTES,
     STATEMENT_TIMEOUT,
@@ -42,7 +43,6 @@ from app.documents.service import document_status
 from app.oidc.claims import ACR_LEVEL, pairwise_sub, registry_claims
 from app.oidc.clients import ClientInfo
 from app.oidc.provider import Provider
-from app.oidc.tokens import epoch, new_jti
 from app.registry.models import Citizen
 from app.verify.matching import PARTIAL_THRESHOLD, date_score, name_score
 from app.verify.models import EkycRequest, EkycStatus
@@ -208,6 +208,12 @@ class IdentityChecks(Coalescer[_Check, _Outcome]):
             self._conn = None
 
 
+def start_identity_checks(ctx: AppContext) -> None:
+    """On PostgreSQL, when serving: identity checks are batched (an extension of the context)."""
+    if ctx.raw_pool is not None and ctx.journal is not None:
+        ctx.add_extension(IdentityChecks(ctx.raw_dsn, ctx.journal))
+
+
 def _identity_rows(check: _Check, result: str, record: _Record | None) -> tuple[AuditRow, AccessRow | None]:
     caller, id_number = check.caller, check.query.id_number
     audit_row = AuditRow(
@@ -252,19 +258,19 @@ def compare(
 
 
 async def verify_identity(
-    provider: Provider, caller: ClientInfo, query: IdentityQuery, now: dt.datetime
+    ctx: AppContext, caller: ClientInfo, query: IdentityQuery, now: dt.datetime
 ) -> IdentityResult:
     given = query.model_dump(exclude={"id_number", "match"}, exclude_none=True)
     if not given:
         raise InvalidInput("Send at least one attribute to compare besides the ID number.")
     check = _Check(caller, query, given, now, request_id_var.get())
-    checks = provider.identity_checks
+    checks = ctx.extension(IdentityChecks)
     record: _Record | None
     if checks is not None:
         # PostgreSQL, a bank's hot path (bench/token.py): batched with concurrent calls.
         result, attributes, record = await checks.submit(check)
     else:
-        async with provider.ctx.sessionmaker() as session:
+        async with ctx.sessionmaker() as session:
             found = (
                 await session.execute(
                     select(

@@ -420,7 +420,7 @@ async def test_private_key_jwt_and_replay(env: Harness) -> None:
 
 
 async def test_key_rotation_old_tokens_still_verify(env: Harness) -> None:
-    from app.oidc.keys import rotate_keys
+    from app.core.keys import rotate_keys
 
     _, _, before = await logged_in_tokens(env)
     old_kid = jwt_parts(before["access_token"])[0]["kid"]
@@ -432,7 +432,7 @@ async def test_key_rotation_old_tokens_still_verify(env: Harness) -> None:
             lead=dt.timedelta(minutes=10),
             longest_jwt=dt.timedelta(minutes=10),
         )
-    await env.app.state.oidc.keys.reload()
+    await env.ctx.keys.reload()
     new_kids = {k.kid for k in new_keys}
     published = {k["kid"] for k in (await env.client.get("/jwks")).json()["keys"]}
     assert new_kids <= published and old_kid in published  # published before use
@@ -466,7 +466,7 @@ async def test_a_token_verified_before_still_expires(env: Harness) -> None:
 async def test_caches_reload_while_a_request_holds_its_transaction(env: Harness) -> None:
     """On SQLite every writing transaction holds the write lock; a key or client reload in the
     middle of a code exchange must not wait on it (it reads through a read-only connection)."""
-    keys, clients = env.app.state.oidc.keys, env.app.state.oidc.clients
+    keys, clients = env.ctx.keys, env.provider.clients
     saved = (keys._ttl, clients._ttl)
     keys._ttl = clients._ttl = 0.0  # reload on every use
     try:
@@ -484,7 +484,7 @@ async def test_revocation_by_another_replica_reaches_the_live_cache(env: Harness
 
     import asyncpg
 
-    live = env.app.state.oidc.live
+    live = env.provider.live
     if env.backend == "sqlite":
         assert live.caching is False
         return

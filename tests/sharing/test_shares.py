@@ -352,7 +352,7 @@ async def test_signing_when_the_key_cache_must_reload(env: Harness) -> None:
     c, session = await signed_in(env)
     _, agency_token = await agency(env, ["driving_licence"])
     doc = (await issue(env, agency_token, licence(c["id_number"]))).json()
-    keys = env.app.state.oidc.keys
+    keys = env.ctx.keys
     keys._loaded_at = 0.0  # as if the cache TTL had just passed
     r = await share(env, session, attributes=["name"])
     assert r.status_code == 201, r.text

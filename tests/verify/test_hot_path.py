@@ -18,6 +18,7 @@ from sqlalchemy import text
 from app.core.batching import Batcher
 from app.core.privacy import mask_id_number
 from app.registry.idnumber import Sex
+from app.verify.service import IdentityChecks
 from tests.support import Harness
 from tests.verify.test_verify_and_ekyc import bank
 
@@ -280,7 +281,7 @@ async def test_checks_recover_when_their_database_connection_is_lost(env: Harnes
     """PostgreSQL only (the batched path has its own connection): after the connection drops,
     a check in flight answers 503 (its rows may not be recorded) and the next ones reconnect."""
     if env.backend == "sqlite":
-        assert env.app.state.oidc.identity_checks is None  # one process, checks go through the ORM
+        assert env.ctx.extension(IdentityChecks) is None  # one process, checks go through the ORM
         return
     client_id, h = await bank(env)
     c = await env.citizen()
@@ -333,15 +334,16 @@ async def test_batcher_answers_an_error_to_one_caller_only() -> None:
 async def test_hot_path_connections_plan_their_statements_once(env: Harness) -> None:
     """PostgreSQL only: the raw connections of the hot paths use generic plans (app/core/db.py
     RAW_SERVER_SETTINGS), or PostgreSQL would plan the journal's statement again in most calls."""
-    provider = env.app.state.oidc
     if env.backend == "sqlite":
-        assert provider.live.raw_pool is None
+        assert env.ctx.raw_pool is None
         return
     _, h = await bank(env)
     c = await env.citizen()
     body = {"id_number": c["id_number"], "full_name": c["full_name"]}
     assert (await env.client.post("/verify/identity", json=body, headers=h)).status_code == 200
-    checks = provider.identity_checks._conn  # the checks' own connection (earlier tests used it too)
+    identity_checks = env.ctx.extension(IdentityChecks)
+    assert identity_checks is not None
+    checks = identity_checks._conn  # the checks' own connection (earlier tests used it too)
     plans = "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE 'WITH audit%'"
     before = tuple(await checks.fetchrow(plans))
     for _ in range(8):  # past the five custom plans PostgreSQL tries first
@@ -349,4 +351,4 @@ async def test_hot_path_connections_plan_their_statements_once(env: Harness) -> 
     after = tuple(await checks.fetchrow(plans))
     # One statement reads a call's record, the next commits its rows (sequential calls: 2 each).
     assert (after[0] - before[0], after[1]) == (16, 0)
-    assert await provider.live.raw_pool.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+    assert await env.ctx.raw_pool.fetchval("SHOW plan_cache_mode") == "force_generic_plan"

@@ -21,13 +21,32 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jose import jwk, jws
-from sqlalchemy import or_, select, update
+from sqlalchemy import JSON, String, Text, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.crypto import Sealer
-from app.oidc.models import SigningKey
+from app.core.db import Base, UTCDateTime
 
 ALGORITHMS = ("RS256", "ES256")
+
+
+class SigningKey(Base):
+    """A signing key pair; the private part is sealed with the key-encryption key.
+
+    Published in JWKS from creation until ``retire_at``; used for signing from ``activates_at``
+    (so relying parties have fetched it before it signs anything).
+    """
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alg: Mapped[str] = mapped_column(String(8))
+    private_sealed: Mapped[str] = mapped_column(Text)
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    activates_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    retire_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
 
 @dataclass(frozen=True, slots=True)

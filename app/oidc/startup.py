@@ -1,0 +1,27 @@
+"""The OpenID provider's start-up: its state as an extension of the application context."""
+
+from __future__ import annotations
+
+import functools
+
+from app.core.deps import AppContext
+from app.oidc.clients import ClientCache
+from app.oidc.livecheck import LiveCheck
+from app.oidc.logout import on_access_ended
+from app.oidc.provider import Provider
+
+
+async def start_provider(ctx: AppContext) -> Provider:
+    """Build the provider's state, listen for revocations, make sure signing keys exist, and let
+    the accounts domain's access-ended events revoke grants (app/oidc/logout.py)."""
+    dsn = ctx.raw_dsn if ctx.raw_pool is not None else None
+    provider = Provider(
+        ctx=ctx,
+        clients=ClientCache(ctx.reader, ctx.settings.cache_ttl_seconds),
+        live=LiveCheck(ctx.reader, dsn, ctx.raw_pool),
+    )
+    ctx.add_extension(provider)
+    await provider.live.start(ctx.engine)
+    await ctx.keys.ensure(ctx.clock.now())
+    ctx.on_access_ended.append(functools.partial(on_access_ended, provider))
+    return provider
