@@ -11,8 +11,8 @@ from app.accounts.models import (
     OtpFailure,
 )
 from app.admin.models import StaffMember, StaffSession
-from app.consent.models import AccessLogEntry, Consent
-from app.core.audit import AuditEvent
+from app.consent.models import Consent
+from app.core.audit import AccessLogEntry, AuditEvent
 from app.core.db import Base
 from app.core.keys import SigningKey
 from app.core.notify import Notification

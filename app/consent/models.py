@@ -4,7 +4,7 @@ import datetime as dt
 import uuid
 from enum import StrEnum
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, UTCDateTime
@@ -33,29 +33,3 @@ class Consent(Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (Index("ix_consents_account_id_client_id", "account_id", "client_id"),)
-
-
-class LegalBasis(StrEnum):
-    consent = "consent"
-    law = "law"  # an officer's duty, a verification the law allows
-
-
-class AccessLogEntry(Base):
-    """One disclosure of a citizen's personal data: who received which categories, when, and
-    under which consent or legal basis. The citizen reads their own at GET /me/access-log."""
-
-    __tablename__ = "access_log"
-
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
-    id_number: Mapped[str] = mapped_column(String(12))
-    at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
-    recipient_type: Mapped[str] = mapped_column(String(16))  # client | officer | verifier
-    recipient_id: Mapped[str | None] = mapped_column(String(64))
-    recipient_name: Mapped[str | None] = mapped_column(String(200))
-    channel: Mapped[str] = mapped_column(String(32))  # userinfo | ekyc | verify | qr | registry
-    categories: Mapped[list[str]] = mapped_column(JSON)
-    legal_basis: Mapped[str] = mapped_column(String(16))
-    consent_id: Mapped[uuid.UUID | None] = mapped_column()
-    request_id: Mapped[str | None] = mapped_column(String(64))
-
-    __table_args__ = (Index("ix_access_log_id_number_id", "id_number", "id"),)

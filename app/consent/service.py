@@ -9,63 +9,19 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.consent.models import AccessLogEntry, Consent, ConsentKind, LegalBasis
+from app.consent.models import Consent, ConsentKind
 from app.core import audit
-from app.core.audit import Actor
-from app.core.context import request_id_var
+from app.core.audit import AccessLogEntry, Actor
 from app.core.errors import NotFound
-from app.core.journal import AccessRow, AuditRow
 from app.oidc.models import Grant
 
 
 class ConsentNotFound(NotFound):
     slug, title = "consent-not-found", "No such consent"
-
-
-def record_disclosure(
-    session: AsyncSession,
-    *,
-    id_number: str,
-    recipient_type: str,
-    recipient_id: str | None,
-    recipient_name: str | None,
-    channel: str,
-    categories: Iterable[str],
-    legal_basis: LegalBasis,
-    consent_id: uuid.UUID | None,
-    now: dt.datetime,
-) -> None:
-    """Add an access-log row to the caller's transaction."""
-    session.add(
-        AccessLogEntry(
-            id_number=id_number, at=now, recipient_type=recipient_type, recipient_id=recipient_id,
-            recipient_name=recipient_name, channel=channel, categories=sorted(set(categories)),
-            legal_basis=legal_basis.value, consent_id=consent_id, request_id=request_id_var.get(),
-        )
-    )  # fmt: skip
-
-
-def add_call_rows(session: AsyncSession, audit_row: AuditRow, access_row: AccessRow | None) -> None:
-    """A read-only call's audit row and (when something was disclosed) access-log row, added to
-    the caller's transaction: the ORM path, where the group-commit journal is not used
-    (SQLite; app/core/journal.py on PostgreSQL writes the same rows)."""
-    audit.record(
-        session, actor=Actor(audit_row.actor_type, audit_row.actor_id), action=audit_row.action,
-        outcome=audit_row.outcome, now=audit_row.at, target_id_number=audit_row.target_id_number,
-        detail=audit_row.detail,
-    )  # fmt: skip
-    if access_row is not None:
-        record_disclosure(
-            session, id_number=access_row.id_number, recipient_type=access_row.recipient_type,
-            recipient_id=access_row.recipient_id, recipient_name=access_row.recipient_name,
-            channel=access_row.channel, categories=access_row.categories,
-            legal_basis=LegalBasis(access_row.legal_basis), consent_id=access_row.consent_id, now=access_row.at,
-        )  # fmt: skip
 
 
 async def access_log(

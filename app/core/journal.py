@@ -13,62 +13,41 @@ its own call only.
 
 from __future__ import annotations
 
-import datetime as dt
-import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import orjson
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql
 
+from app.core.audit import AccessLogEntry, AccessRow, AuditEvent, AuditRow, access_values, audit_values
 from app.core.batching import Batcher
 from app.core.context import request_id_var
 from app.core.errors import ServiceUnavailable
-from app.core.privacy import mask_id_number
+
+
+def _insert_from_json(table: Table, param: str) -> str:
+    """``INSERT INTO table (columns) SELECT columns FROM json_to_recordset(param)``, with every
+    column of the model but its generated key, typed as PostgreSQL names them."""
+    columns = [c for c in table.columns if not c.primary_key]
+    names = ", ".join(c.name for c in columns)
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    typed = ", ".join(f"{c.name} {c.type.compile(dialect=dialect)}" for c in columns)
+    # Constant text built from the models at import, never from input.
+    return f"INSERT INTO {table.name} ({names}) SELECT {names} FROM json_to_recordset({param}::json) AS r({typed})"  # noqa: S608
+
 
 # A batch travels as two JSON parameters (cheaper to encode than typed arrays, column by column),
 # in two data-modifying CTEs that other statements can lead with (app/verify does: one round
-# trip records one batch and reads the next).
+# trip records one batch and reads the next). The columns are the models' (app/core/audit.py).
 JOURNAL_CTES = (
-    "WITH audit AS (INSERT INTO audit_events (at, actor_type, actor_id, action, target, outcome, request_id, detail)"
-    " SELECT at, actor_type, actor_id, action, target, outcome, request_id, detail FROM json_to_recordset($1::json)"
-    " AS r(at timestamptz, actor_type varchar, actor_id varchar, action varchar, target varchar, outcome varchar,"
-    " request_id varchar, detail json)),"
-    " access AS (INSERT INTO access_log (id_number, at, recipient_type, recipient_id, recipient_name, channel,"
-    " categories, legal_basis, consent_id, request_id)"
-    " SELECT id_number, at, recipient_type, recipient_id, recipient_name, channel, categories, legal_basis,"
-    " consent_id, request_id FROM json_to_recordset($2::json) AS r(id_number varchar, at timestamptz,"
-    " recipient_type varchar, recipient_id varchar, recipient_name varchar, channel varchar, categories json,"
-    " legal_basis varchar, consent_id uuid, request_id varchar))"
+    f"WITH audit AS ({_insert_from_json(AuditEvent.__table__, '$1')}),"  # type: ignore[arg-type]
+    f" access AS ({_insert_from_json(AccessLogEntry.__table__, '$2')})"  # type: ignore[arg-type]
 )
 _SQL = JOURNAL_CTES + " SELECT 1"
 # A stalled statement (a lock, a stalled standby) fails its calls with 503 instead of holding
 # every call in the process; seconds.
 STATEMENT_TIMEOUT = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class AuditRow:
-    at: dt.datetime
-    actor_type: str
-    actor_id: str | None
-    action: str
-    target_id_number: str | None
-    outcome: str
-    detail: dict[str, Any] | None
-
-
-@dataclass(frozen=True, slots=True)
-class AccessRow:
-    id_number: str
-    at: dt.datetime
-    recipient_type: str
-    recipient_id: str | None
-    recipient_name: str | None
-    channel: str
-    categories: list[str]
-    legal_basis: str
-    consent_id: uuid.UUID | None
 
 
 def unrecorded() -> ServiceUnavailable:
@@ -80,27 +59,17 @@ JournalRows = tuple[dict[str, Any], dict[str, Any] | None]
 
 
 def journal_rows(audit: AuditRow, access: AccessRow | None, request_id: str | None) -> JournalRows:
-    """The rows as written, with the request ID of the call they record."""
-    audit_row = {
-        "at": audit.at, "actor_type": audit.actor_type, "actor_id": audit.actor_id, "action": audit.action,
-        "target": mask_id_number(audit.target_id_number) if audit.target_id_number else None,
-        "outcome": audit.outcome, "request_id": request_id, "detail": audit.detail,
-    }  # fmt: skip
-    if access is None:
-        return audit_row, None
-    return audit_row, {
-        "id_number": access.id_number, "at": access.at, "recipient_type": access.recipient_type,
-        "recipient_id": access.recipient_id, "recipient_name": access.recipient_name, "channel": access.channel,
-        "categories": sorted(set(access.categories)), "legal_basis": access.legal_basis,
-        "consent_id": str(access.consent_id) if access.consent_id else None, "request_id": request_id,
-    }  # fmt: skip
+    """The rows as written, with the request ID of the call they record (the ORM path builds
+    the same ones, app/core/audit.py)."""
+    return audit_values(audit, request_id), access_values(access, request_id) if access is not None else None
 
 
 def journal_params(rows: list[JournalRows]) -> tuple[str, str]:
     """$1 and $2 of JOURNAL_CTES."""
     return (
-        orjson.dumps([audit for audit, _ in rows]).decode(),
-        orjson.dumps([access for _, access in rows if access is not None]).decode(),
+        orjson.dumps([audit for audit, _ in rows], default=str).decode(),
+        # default=str: UUIDs read through asyncpg are its own type, which orjson does not know.
+        orjson.dumps([access for _, access in rows if access is not None], default=str).decode(),
     )
 
 

@@ -12,10 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account, AccountStatus, DeclaredDocument
 from app.accounts.schemas import DocumentType
-from app.consent.models import LegalBasis
-from app.consent.service import record_disclosure
 from app.core import audit
-from app.core.audit import Actor
+from app.core.audit import Actor, LegalBasis, disclose
 from app.core.deps import AppContext
 from app.core.errors import RateLimited
 from app.documents import idempotency
@@ -333,7 +331,7 @@ async def check_status(
         target_id_number=holder, target=None if holder else client_id, detail={"type": doc_type.value},
     )  # fmt: skip
     if holder is not None:
-        record_disclosure(
+        disclose(
             session, id_number=holder, recipient_type="client", recipient_id=client_id, recipient_name=client_name,
             channel="document-status", categories=["document_status"], legal_basis=LegalBasis.law,
             consent_id=None, now=now,

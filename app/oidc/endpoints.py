@@ -19,13 +19,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
 from app.accounts.models import Account, AccountStatus
-from app.consent.models import LegalBasis
-from app.consent.service import add_call_rows
 from app.core import audit
-from app.core.audit import Actor
+from app.core.audit import AccessRow, Actor, AuditRow, LegalBasis, add_call_rows
 from app.core.errors import OAuthError, invalid_token
 from app.core.jose import JwtRejected, unverified_header, verify_jwt
-from app.core.journal import AccessRow, AuditRow, unrecorded
+from app.core.journal import unrecorded
 from app.documents.service import documents_claim
 from app.oidc import grants
 from app.oidc.claims import ACR_LEVEL, SCOPE_CLAIMS, SUPPORTED_CLAIMS, registry_claims

@@ -7,10 +7,8 @@ import datetime as dt
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.consent.models import LegalBasis
-from app.consent.service import record_disclosure
 from app.core import audit
-from app.core.audit import Actor
+from app.core.audit import Actor, LegalBasis, disclose
 from app.core.errors import NotFound, Problem
 from app.registry.idnumber import PROVINCES, RULE_MESSAGES, IdRule, Sex, id_number_violations
 from app.registry.models import Citizen, GuardianLink
@@ -99,7 +97,7 @@ async def read_citizen(session: AsyncSession, id_number: str, *, actor: Actor, n
         target_id_number=id_number,
     )
     if citizen is not None:
-        record_disclosure(
+        disclose(
             session, id_number=id_number, recipient_type="officer", recipient_id=actor.id, recipient_name=None,
             channel="registry", categories=["registry_record"], legal_basis=LegalBasis.law, consent_id=None, now=now,
         )  # fmt: skip

@@ -14,10 +14,9 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account, AccountStatus, OfficerRegistration, OfficerRegistrationStatus
-from app.consent.models import Consent, ConsentKind, LegalBasis
-from app.consent.service import record_disclosure
+from app.consent.models import Consent, ConsentKind
 from app.core import audit
-from app.core.audit import Actor
+from app.core.audit import Actor, LegalBasis, disclose
 from app.core.crypto import random_token
 from app.core.errors import Problem
 from app.core.jose import KeyLookup, epoch
@@ -350,7 +349,7 @@ async def _honour(
     if claimed.first() is None:
         raise await _refuse(session, verifier, share, "already_redeemed", ShareRedeemed(), now)
     categories = sorted(verified.claims)
-    record_disclosure(
+    disclose(
         session, id_number=subject.id_number, recipient_type="client", recipient_id=verifier.client_id,
         recipient_name=verifier.name, channel="qr", categories=categories, legal_basis=LegalBasis.consent,
         consent_id=consent.id, now=now,

@@ -16,10 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account, AccountStatus
 from app.accounts.service import current_account, recipient
-from app.consent.models import Consent, ConsentKind, LegalBasis
-from app.consent.service import add_call_rows, record_disclosure
+from app.consent.models import Consent, ConsentKind
 from app.core import audit
-from app.core.audit import Actor
+from app.core.audit import AccessRow, Actor, AuditRow, LegalBasis, add_call_rows, disclose
 from app.core.batching import Coalescer
 from app.core.context import request_id_var
 from app.core.db import RAW_SERVER_SETTINGS
@@ -29,8 +28,6 @@ from app.core.jose import epoch, new_jti
 from app.core.journal import (
     JOURNAL_CTES,
     STATEMENT_TIMEOUT,
-    AccessRow,
-    AuditRow,
     Journal,
     JournalRows,
     journal_params,
@@ -314,7 +311,7 @@ async def verify_document(
         detail={"type": query.type.value},
     )
     if query.holder_id_number and status != "unknown":
-        record_disclosure(
+        disclose(
             session,
             id_number=query.holder_id_number,
             recipient_type="client",
@@ -508,7 +505,7 @@ async def ekyc_result(
         "ekyc_request": str(req.id), "purpose": req.purpose, "claims": disclosed,
     }  # fmt: skip
     token = await provider.keys.sign(claims, "ES256", now, typ="ekyc+jwt")
-    record_disclosure(
+    disclose(
         session,
         id_number=citizen.id_number,
         recipient_type="client",
