@@ -16,7 +16,9 @@ from app.accounts.pages import router as accounts_pages_router
 from app.accounts.router import me as me_router
 from app.accounts.router import officer as accounts_officer_router
 from app.accounts.router import public as accounts_router
+from app.accounts.service import resolve_citizen_session
 from app.admin.router import router as admin_router
+from app.admin.service import resolve_staff_session
 from app.consent.router import router as consents_router
 from app.core.clock import Clock
 from app.core.config import Settings, get_settings
@@ -26,11 +28,13 @@ from app.core.hotpath import serve_hot_routes
 from app.core.http import BodySizeLimit
 from app.core.observability import RequestContext
 from app.core.pages import lang_router
+from app.core.principal import Resolver, Subject
 from app.core.sms import delivery_loop, make_email_gateway, make_gateway
 from app.documents.router import admin as documents_admin_router
 from app.documents.router import agency as documents_router
 from app.documents.router import me as documents_me_router
 from app.oidc.authorize import router as authorize_router
+from app.oidc.bearer import resolve_client_token
 from app.oidc.endpoints import router as oidc_router
 from app.oidc.logout import logout_delivery_loop
 from app.oidc.logout import router as logout_router
@@ -60,6 +64,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             app.state.sessionmaker = ctx.sessionmaker
             app.state.clock = ctx.clock
             app.state.engine = ctx.engine
+            # Who is calling (app/core/auth.py): the cheap shape check of client tokens first.
+            ctx.resolvers += [
+                Resolver(Subject.client, resolve_client_token),
+                Resolver(Subject.staff, resolve_staff_session),
+                Resolver(Subject.citizen, resolve_citizen_session),
+            ]
             # The domains' own long-lived state, as extensions of the context.
             provider = await start_provider(ctx)
             start_identity_checks(ctx)

@@ -749,7 +749,7 @@ def main() -> int:
             EID_ISSUER=f"http://127.0.0.1:{port}",
             EID_DATA_DIR=str(workdir / "data"),
             EID_ACCESS_TOKEN_TTL_SECONDS="86400",  # the tokens under load outlive any run
-            EID_VERIFY_RATE_PER_MINUTE="1000000",  # measure the API, not the per-client limit
+            EID_CLIENT_RATE_PER_MINUTE="1000000",  # measure the API, not the per-client limit
             PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
         )
         for item in args.set:

@@ -104,8 +104,8 @@ async def test_app(database: tuple[str, str], tmp_path_factory: pytest.TempPathF
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            from app.admin.auth import STAFF_SCOPES
             from app.admin.service import create_staff
+            from app.core.principal import STAFF_SCOPES
 
             ctx = app.state.ctx
             async with ctx.sessionmaker() as session:

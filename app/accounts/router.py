@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Response
 
 from app.accounts import assisted, registration, service
-from app.accounts.auth import CurrentCitizen
+from app.accounts.auth import AccountsAdmin, AccountsOfficer, ApprovingOfficer, CurrentCitizen
 from app.accounts.errors import AccountNotFound
 from app.accounts.models import Account
 from app.accounts.schemas import (
@@ -33,7 +33,6 @@ from app.accounts.schemas import (
     SignIn,
     StatusChange,
 )
-from app.admin.auth import AccountsAdmin, AccountsOfficer, ApprovingOfficer
 from app.core import notify
 from app.core.db import SessionDep
 from app.core.deps import CtxDep
@@ -105,13 +104,14 @@ async def sign_in(body: SignIn, session: SessionDep, ctx: CtxDep) -> SessionOut:
 
 @public.delete("/sessions/current", status_code=204, summary="Sign out")
 async def sign_out(citizen: CurrentCitizen, session: SessionDep, ctx: CtxDep) -> Response:
+    assert citizen.token_hash is not None  # a citizen principal is a session
     await service.sign_out(session, ctx, citizen.token_hash)
     return Response(status_code=204)
 
 
 @me.get("", response_model=ProfileOut, summary="The signed-in citizen's account and registry record")
 async def my_profile(citizen: CurrentCitizen, session: SessionDep) -> ProfileOut:
-    account = citizen.account
+    account = citizen.entity
     record = await session.get(Citizen, account.id_number)
     assert record is not None  # accounts.id_number references citizens
     return ProfileOut(
@@ -125,7 +125,7 @@ async def my_profile(citizen: CurrentCitizen, session: SessionDep) -> ProfileOut
 async def my_dependents(citizen: CurrentCitizen, session: SessionDep) -> list[DependentOut]:
     return [
         DependentOut(account_id=a.id, id_number=a.id_number, full_name=c.full_name, date_of_birth=c.date_of_birth)
-        for a, c in await service.dependents_of(session, citizen.account)
+        for a, c in await service.dependents_of(session, citizen.entity)
     ]
 
 
@@ -138,7 +138,7 @@ async def my_dependents(citizen: CurrentCitizen, session: SessionDep) -> list[De
 async def approve_claim(
     account_id: uuid.UUID, body: ClaimApprovalIn, citizen: CurrentCitizen, session: SessionDep, ctx: CtxDep
 ) -> ClaimApprovalOut:
-    approval = await registration.approve_claim(session, ctx, citizen.account, account_id, body.phone)
+    approval = await registration.approve_claim(session, ctx, citizen.entity, account_id, body.phone)
     return ClaimApprovalOut(id=approval.id, phone=approval.phone, expires_at=approval.expires_at)
 
 
@@ -148,7 +148,7 @@ async def my_notifications(
 ) -> list[NotificationOut]:
     return [
         NotificationOut(kind=n.kind, message=notify.render(n.kind, n.params, lang), created_at=n.created_at)
-        for n in await notify.recent(session, citizen.account.id)
+        for n in await notify.recent(session, citizen.entity.id)
     ]
 
 

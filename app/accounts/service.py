@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
+from fastapi import Request
 from sqlalchemy import case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,9 +27,10 @@ from app.core import audit
 from app.core.audit import ANONYMOUS, Actor
 from app.core.crypto import random_token
 from app.core.deps import AccessEnded, AppContext
-from app.core.errors import RateLimited
+from app.core.errors import RateLimited, Unauthenticated
 from app.core.notify import Notice, Recipient, local_time, notify
 from app.core.passwords import PasswordRule, password_rules_broken
+from app.core.principal import Principal, Subject
 from app.core.privacy import mask_phone
 from app.registry.models import Citizen
 
@@ -323,6 +325,29 @@ async def change_phone(
 
 
 # --- citizen sessions -------------------------------------------------------------------------
+
+
+async def resolve_citizen_session(ctx: AppContext, _request: Request, token: str) -> Principal | None:
+    """A citizen's bearer session (app/core/auth.py): one round trip for the session and its
+    account, on the reader (it takes no write lock on SQLite)."""
+    if "." in token or len(token) > 128:
+        return None
+    token_hash = ctx.keyring.keyed_hash("citizen-session", token)
+    async with ctx.reader() as session:
+        row = (
+            await session.execute(
+                select(CitizenSession.expires_at, CitizenSession.revoked_at, Account)
+                .join(Account, Account.id == CitizenSession.account_id)
+                .where(CitizenSession.token_hash == token_hash)
+            )
+        ).first()
+    now = ctx.clock.now()
+    if row is None or row.revoked_at is not None or row.expires_at <= now:
+        return None
+    account: Account = row.Account
+    if account.status != AccountStatus.active or (account.locked_until is not None and account.locked_until > now):
+        raise Unauthenticated("The account is not active.")
+    return Principal(Subject.citizen, str(account.id), None, frozenset(), account, token_hash)
 
 
 async def note_browser(

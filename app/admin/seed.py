@@ -10,12 +10,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account, AccountStatus
-from app.admin.auth import STAFF_SCOPES
 from app.admin.models import StaffMember
 from app.admin.service import create_staff
 from app.core import audit
 from app.core.audit import SYSTEM
 from app.core.deps import AppContext
+from app.core.principal import STAFF_SCOPES
 from app.registry.idnumber import Sex, make_id_number
 from app.registry.models import Citizen, GuardianLink
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 
+from fastapi import Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.admin.auth import STAFF_SCOPES
 from app.admin.models import StaffMember, StaffSession
 from app.core import audit
 from app.core.audit import ANONYMOUS, SYSTEM, Actor, AuditEvent
 from app.core.crypto import random_token
 from app.core.deps import AppContext
 from app.core.errors import Conflict, InvalidInput, Problem
+from app.core.principal import STAFF_SCOPES, Principal, Subject
 
 
 class StaffLoginFailed(Problem):
@@ -93,6 +94,25 @@ async def staff_login(
     )
     await session.commit()
     return token, row
+
+
+async def resolve_staff_session(ctx: AppContext, _request: Request, token: str) -> Principal | None:
+    """A staff member's bearer session (app/core/auth.py): the session and the member in one
+    round trip, on the reader."""
+    if "." in token or len(token) > 128:
+        return None
+    async with ctx.reader() as session:
+        row = (
+            await session.execute(
+                select(StaffSession.scopes, StaffSession.expires_at, StaffSession.revoked_at, StaffMember)
+                .join(StaffMember, StaffMember.id == StaffSession.staff_id)
+                .where(StaffSession.token_hash == ctx.keyring.keyed_hash("staff-session", token))
+            )
+        ).first()
+    if row is None or row.revoked_at is not None or row.expires_at <= ctx.clock.now() or not row.StaffMember.active:
+        return None
+    member: StaffMember = row.StaffMember
+    return Principal(Subject.staff, member.username, member.display_name, frozenset(row.scopes.split()), member)
 
 
 async def read_audit(

@@ -48,7 +48,7 @@ class AccessLogPage(ResponseModel):
 
 @router.get("/consents", response_model=list[ConsentOut], summary="What the citizen consented to, and to whom")
 async def my_consents(citizen: CurrentCitizen, session: SessionDep) -> list[ConsentOut]:
-    consents = await service.active_consents(session, citizen.account.id)
+    consents = await service.active_consents(session, citizen.entity.id)
     ids = {c.client_id for c in consents if c.client_id}
     names = (
         dict((await session.execute(select(Client.client_id, Client.name).where(Client.client_id.in_(ids)))).all())
@@ -72,7 +72,7 @@ async def my_consents(citizen: CurrentCitizen, session: SessionDep) -> list[Cons
 
 @router.delete("/consents/{consent_id}", status_code=204, summary="Withdraw a consent (revokes the client's tokens)")
 async def revoke_consent(consent_id: uuid.UUID, citizen: CurrentCitizen, session: SessionDep, ctx: CtxDep) -> Response:
-    account = citizen.account
+    account = citizen.entity
     await service.revoke_consent(
         session,
         consent_id,
@@ -93,6 +93,6 @@ async def my_access_log(
     before_id: Annotated[int | None, Query(ge=1)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> AccessLogPage:
-    entries = await service.access_log(session, citizen.account.id_number, before_id=before_id, limit=limit)
+    entries = await service.access_log(session, citizen.entity.id_number, before_id=before_id, limit=limit)
     items = [AccessLogOut.model_validate(e) for e in entries]
     return AccessLogPage(items=items, next_before_id=items[-1].id if len(items) == limit else None)

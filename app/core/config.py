@@ -104,7 +104,8 @@ class Settings(BaseSettings):
     staff_session_minutes: Annotated[int, Field(ge=5, le=1440)] = 480
     citizen_session_minutes: Annotated[int, Field(ge=5, le=43200)] = 60
     registration_rate_per_hour: Annotated[int, Field(ge=1, le=100000)] = 10
-    verify_rate_per_minute: Annotated[int, Field(ge=1, le=1_000_000)] = 600
+    # Calls per client and minute over every client-token API (app/core/auth.py).
+    client_rate_per_minute: Annotated[int, Field(ge=1, le=1_000_000)] = 600
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
 
     # OpenID Connect provider.

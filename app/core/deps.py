@@ -27,6 +27,7 @@ from app.core.db import create_raw_pool, make_engine, make_sessionmaker, raw_dsn
 from app.core.journal import Journal
 from app.core.keys import KeyStore
 from app.core.passwords import PasswordHasher
+from app.core.principal import Resolver
 from app.core.ratelimit import RateLimiter, make_rate_limiter
 from app.core.subscribers import SubscriberCheck, make_subscriber_check
 
@@ -74,6 +75,8 @@ class AppContext:
     # Called in the same transaction when a citizen's access ends (the OpenID provider revokes
     # the grants and queues back-channel logout tokens): the accounts domain knows no provider.
     on_access_ended: list[AccessEndedHook] = field(default_factory=list)
+    # How bearer credentials are resolved to callers (app/core/auth.py), registered at start-up.
+    resolvers: list[Resolver] = field(default_factory=list)
     _extensions: dict[type, Any] = field(default_factory=dict)
 
     @property

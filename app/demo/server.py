@@ -62,7 +62,7 @@ def demo_settings(data_dir: Path, host: str, port: int, issuer: str | None = Non
         key_publish_lead_seconds=0,
         # Relaxed so that a portal's test suite can run the flows many times (README, demo mode).
         registration_rate_per_hour=100_000,
-        verify_rate_per_minute=1_000_000,
+        client_rate_per_minute=1_000_000,
         signin_rate_per_hour=100_000,
         notify_sms_per_hour=1000,
         # One process: the limits can live in its memory.

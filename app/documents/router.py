@@ -9,13 +9,12 @@ from starlette.responses import Response
 
 from app.accounts.auth import CurrentCitizen
 from app.accounts.schemas import DocumentType
-from app.admin.auth import AdminClients
 from app.core.db import SessionDep
 from app.core.deps import CtxDep
 from app.core.http import json_body_only
 from app.core.schemas import IdNumber
 from app.documents import service
-from app.documents.auth import ApprovedClient, IssuingAgency
+from app.documents.auth import ApprovedClient, ClientsAdmin, IssuingAgency
 from app.documents.idempotency import Answer, parse_key
 from app.documents.schemas import (
     DocumentIn,
@@ -68,7 +67,7 @@ async def create_document(
 ) -> Response:
     key = parse_key(idempotency_key, required=True)
     assert key is not None
-    return _answer(await service.create_document(session, ctx, caller.client_id, body, key=key))
+    return _answer(await service.create_document(session, ctx, caller.id, body, key=key))
 
 
 @agency.get(
@@ -85,7 +84,7 @@ async def document_status(
     holder_id_number: Annotated[IdNumber | None, Query(description="Also check whose it is")] = None,
 ) -> DocumentStatusOut:
     return await service.check_status(
-        session, ctx, client_id=caller.client_id, client_name=caller.name, doc_type=type, number=number,
+        session, ctx, client_id=caller.id, client_name=caller.name, doc_type=type, number=number,
         holder_id_number=holder_id_number,
     )  # fmt: skip
 
@@ -100,7 +99,7 @@ async def update_document(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     key = parse_key(idempotency_key, required=False)
-    return _answer(await service.update_document(session, ctx, caller.client_id, document_id, body, key=key))
+    return _answer(await service.update_document(session, ctx, caller.id, document_id, body, key=key))
 
 
 @agency.post("/{document_id}/suspend", response_model=DocumentOut, summary="Suspend a document (issuing agency)")
@@ -114,9 +113,7 @@ async def suspend_document(
 ) -> Response:
     key = parse_key(idempotency_key, required=False)
     return _answer(
-        await service.change_document_status(
-            session, ctx, caller.client_id, document_id, "suspend", body.reason, key=key
-        )
+        await service.change_document_status(session, ctx, caller.id, document_id, "suspend", body.reason, key=key)
     )
 
 
@@ -131,9 +128,7 @@ async def reinstate_document(
 ) -> Response:
     key = parse_key(idempotency_key, required=False)
     return _answer(
-        await service.change_document_status(
-            session, ctx, caller.client_id, document_id, "reinstate", body.reason, key=key
-        )
+        await service.change_document_status(session, ctx, caller.id, document_id, "reinstate", body.reason, key=key)
     )
 
 
@@ -150,9 +145,7 @@ async def revoke_document(
 ) -> Response:
     key = parse_key(idempotency_key, required=False)
     return _answer(
-        await service.change_document_status(
-            session, ctx, caller.client_id, document_id, "revoke", body.reason, key=key
-        )
+        await service.change_document_status(session, ctx, caller.id, document_id, "revoke", body.reason, key=key)
     )
 
 
@@ -170,7 +163,7 @@ async def my_documents(
     ctx: CtxDep,
     for_account: Annotated[uuid.UUID | None, Query(alias="for", description="A dependent's account ID")] = None,
 ) -> list[MyDocumentOut]:
-    holder = await service.acting_for(session, citizen.account, for_account)
+    holder = await service.acting_for(session, citizen.entity, for_account)
     return await service.my_documents(session, ctx, holder)
 
 
@@ -182,7 +175,7 @@ async def my_documents(
 async def present_document(
     document_id: uuid.UUID, citizen: CurrentCitizen, session: SessionDep, provider: ProviderDep
 ) -> PresentationOut:
-    return await service.present_document(session, provider, citizen.account, document_id)
+    return await service.present_document(session, provider, citizen.entity, document_id)
 
 
 # --- administrators -------------------------------------------------------------------------------
@@ -193,7 +186,7 @@ async def present_document(
     response_model=IssuerTypesOut,
     summary="The document types an agency may issue",
 )
-async def get_issuer_types(client_id: str, staff: AdminClients, session: SessionDep) -> IssuerTypesOut:
+async def get_issuer_types(client_id: str, staff: ClientsAdmin, session: SessionDep) -> IssuerTypesOut:
     return IssuerTypesOut(client_id=client_id, types=await service.issuer_types(session, client_id))
 
 
@@ -203,7 +196,7 @@ async def get_issuer_types(client_id: str, staff: AdminClients, session: Session
     summary="Set the document types an agency may issue",
 )
 async def put_issuer_types(
-    client_id: str, body: IssuerTypesIn, staff: AdminClients, session: SessionDep, ctx: CtxDep
+    client_id: str, body: IssuerTypesIn, staff: ClientsAdmin, session: SessionDep, ctx: CtxDep
 ) -> IssuerTypesOut:
     types = await service.set_issuer_types(session, client_id, body.types, actor=staff.actor, now=ctx.clock.now())
     return IssuerTypesOut(client_id=client_id, types=types)

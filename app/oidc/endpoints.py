@@ -22,10 +22,11 @@ from app.accounts.models import Account, AccountStatus
 from app.core import audit
 from app.core.audit import AccessRow, Actor, AuditRow, LegalBasis, add_call_rows
 from app.core.errors import OAuthError, invalid_token
-from app.core.jose import JwtRejected, unverified_header, verify_jwt
+from app.core.jose import JwtRejected
 from app.core.journal import unrecorded
 from app.documents.service import documents_claim
 from app.oidc import grants
+from app.oidc.bearer import token_is_live, verify_access_token
 from app.oidc.claims import ACR_LEVEL, SCOPE_CLAIMS, SUPPORTED_CLAIMS, registry_claims
 from app.oidc.client_auth import authenticate_client
 from app.oidc.clients import SERVICE_SCOPES, USER_SCOPES, ClientInfo
@@ -89,44 +90,6 @@ async def token(request: Request) -> Response:
             else:
                 body = await grants.refresh_token_grant(provider, session, client, form, now)
     return json_response(body, headers=NO_STORE)
-
-
-async def verify_access_token(provider: Provider, token: str, now: dt.datetime) -> dict[str, Any]:
-    cached = provider.verified.get(token)
-    if cached is not None:
-        kid, claims = cached
-        # The signature was checked before; expiry and the key's retirement may have changed.
-        if claims["exp"] > now.timestamp() and await provider.keys.verification_key(kid, now) is not None:
-            return claims
-        raise JwtRejected("expired")
-
-    async def key_for(kid: str | None, alg: str) -> Any | None:
-        key = await provider.keys.verification_key(kid, now) if kid else None
-        return key.verifier if key is not None and key.alg == alg else None
-
-    claims = await verify_jwt(
-        token,
-        key_for,
-        now=now,
-        issuer=provider.issuer,
-        audience=provider.issuer,
-        typ="at+jwt",
-        require=("exp", "iat", "jti", "client_id", "sub"),
-    )
-    provider.verified.put(token, str(unverified_header(token)["kid"]), claims)
-    return claims
-
-
-async def token_is_live(provider: Provider, claims: dict[str, Any]) -> bool:
-    """Not revoked, nor its grant, nor the account behind it: one query (app/oidc/livecheck.py)."""
-    gid = claims.get("gid")
-    grant_id = None
-    if gid is not None:
-        try:
-            grant_id = uuid.UUID(str(gid))
-        except ValueError:
-            return False
-    return await provider.live.is_live(str(claims["jti"]), grant_id)
 
 
 @router.post("/introspect", summary="Token introspection (RFC 7662)")

@@ -4,11 +4,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 
-from app.admin.auth import RegistryAdmin, RegistryReader
 from app.core.db import SessionDep
 from app.core.deps import CtxDep
 from app.core.http import json_body_only
 from app.registry import service
+from app.registry.auth import RegistryAdmin, RegistryReader
 from app.registry.schemas import CitizenIn, CitizenOut
 
 router = APIRouter(prefix="/registry", tags=["registry"], dependencies=[json_body_only])

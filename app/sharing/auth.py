@@ -1,4 +1,4 @@
-"""Who may call the sharing APIs, declared once here.
+"""Who may call the sharing APIs (configuration of app/core/auth.py).
 
 - Citizens, with their session (``CurrentCitizen``), create, list and revoke their shares and
   render their QR codes; a guardian does so for a dependent.
@@ -8,6 +8,11 @@
 
 from __future__ import annotations
 
-from app.documents.auth import ApprovedClient
+from typing import Annotated
 
-Verifier = ApprovedClient
+from fastapi import Depends
+
+from app.core.auth import Authenticator
+from app.core.principal import Principal, Subject
+
+Verifier = Annotated[Principal, Depends(Authenticator(allowed_subjects={Subject.client}))]

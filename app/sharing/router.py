@@ -29,17 +29,17 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 async def create_share(
     body: ShareIn, citizen: CurrentCitizen, session: SessionDep, provider: ProviderDep
 ) -> ShareCreated:
-    return await service.create_share(session, provider, citizen.account, body)
+    return await service.create_share(session, provider, citizen.entity, body)
 
 
 @me.get("/shares", response_model=list[ShareOut], summary="The citizen's shares (and those made for dependents)")
 async def my_shares(citizen: CurrentCitizen, session: SessionDep, ctx: CtxDep) -> list[ShareOut]:
-    return await service.my_shares(session, citizen.account, ctx.clock.now())
+    return await service.my_shares(session, citizen.entity, ctx.clock.now())
 
 
 @me.delete("/shares/{share_id}", status_code=204, summary="Revoke a share and its consent")
 async def revoke_share(share_id: ShareId, citizen: CurrentCitizen, session: SessionDep, ctx: CtxDep) -> Response:
-    await service.revoke_share(session, citizen.account, share_id, ctx.clock.now())
+    await service.revoke_share(session, citizen.entity, share_id, ctx.clock.now())
     return Response(status_code=204)
 
 
@@ -53,7 +53,7 @@ def _image(kind: qr.ImageKind) -> dict[int | str, dict[str, object]]:
 async def share_qr_png(
     share_id: ShareId, citizen: CurrentCitizen, session: SessionDep, provider: ProviderDep
 ) -> Response:
-    image = await service.share_qr(session, provider, citizen.account, share_id, "png")
+    image = await service.share_qr(session, provider, citizen.entity, share_id, "png")
     return Response(image, media_type=qr.MEDIA_TYPES["png"], headers=NO_STORE)
 
 
@@ -63,7 +63,7 @@ async def share_qr_png(
 async def share_qr_svg(
     share_id: ShareId, citizen: CurrentCitizen, session: SessionDep, provider: ProviderDep
 ) -> Response:
-    image = await service.share_qr(session, provider, citizen.account, share_id, "svg")
+    image = await service.share_qr(session, provider, citizen.entity, share_id, "svg")
     return Response(image, media_type=qr.MEDIA_TYPES["svg"], headers=NO_STORE)
 
 

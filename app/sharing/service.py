@@ -20,7 +20,7 @@ from app.core.audit import Actor, LegalBasis, disclose
 from app.core.crypto import random_token
 from app.core.errors import Problem
 from app.core.jose import KeyLookup, epoch
-from app.documents.auth import ClientPrincipal
+from app.core.principal import Principal
 from app.documents.service import (
     acting_for,
     disclosed_document,
@@ -271,7 +271,7 @@ async def share_qr(
 
 
 async def _refuse(
-    session: AsyncSession, verifier: ClientPrincipal, share: Share, outcome: str, problem: Problem, now: dt.datetime
+    session: AsyncSession, verifier: Principal, share: Share, outcome: str, problem: Problem, now: dt.datetime
 ) -> Problem:
     """A refused redemption of a known share is recorded (in its own transaction), nothing else."""
     share_id, account_id = share.id, share.account_id  # read before the rollback expires them
@@ -285,7 +285,7 @@ async def _refuse(
     return problem
 
 
-async def redeem(session: AsyncSession, provider: Provider, verifier: ClientPrincipal, token: str) -> RedeemedShare:
+async def redeem(session: AsyncSession, provider: Provider, verifier: Principal, token: str) -> RedeemedShare:
     now = provider.ctx.clock.now()
     token = token.strip()
     if len(token) > MAX_SHARE_BYTES:
@@ -322,7 +322,7 @@ async def redeem(session: AsyncSession, provider: Provider, verifier: ClientPrin
 async def _honour(
     session: AsyncSession,
     provider: Provider,
-    verifier: ClientPrincipal,
+    verifier: Principal,
     share: Share,
     verified: VerifiedShare,
     now: dt.datetime,
@@ -337,20 +337,20 @@ async def _honour(
         )
     if share.expires_at <= now:
         raise await _refuse(session, verifier, share, "expired", ShareExpired(), now)
-    if share.audience_client_id is not None and share.audience_client_id != verifier.client_id:
+    if share.audience_client_id is not None and share.audience_client_id != verifier.id:
         raise await _refuse(session, verifier, share, "audience_mismatch", ShareAudienceMismatch(), now)
     # One-time: of two concurrent redemptions only one sets redeemed_at.
     claimed = await session.execute(
         update(Share)
         .where(Share.id == share.id, Share.redeemed_at.is_(None))
-        .values(redeemed_at=now, redeemed_by=verifier.client_id)
+        .values(redeemed_at=now, redeemed_by=verifier.id)
         .returning(Share.id)
     )
     if claimed.first() is None:
         raise await _refuse(session, verifier, share, "already_redeemed", ShareRedeemed(), now)
     categories = sorted(verified.claims)
     disclose(
-        session, id_number=subject.id_number, recipient_type="client", recipient_id=verifier.client_id,
+        session, id_number=subject.id_number, recipient_type="client", recipient_id=verifier.id,
         recipient_name=verifier.name, channel="qr", categories=categories, legal_basis=LegalBasis.consent,
         consent_id=consent.id, now=now,
     )  # fmt: skip

@@ -13,7 +13,7 @@ from app.oidc.endpoints import json_response
 from app.oidc.models import Client
 from app.oidc.provider import ProviderDep, get_provider
 from app.verify import service
-from app.verify.auth import VERIFY_SCOPES, EkycCaller, VerifyCaller, check_scope, current_client
+from app.verify.auth import EkycCaller, VerifyCaller, verify_callers
 from app.verify.models import EkycRequest
 from app.verify.schemas import (
     CitizenEkycRequestOut,
@@ -59,9 +59,9 @@ HOT_BODY_MODELS = (IdentityQuery,)
 )
 async def verify_identity(request: Request) -> Response:
     provider = get_provider(request)
-    caller = check_scope(await current_client(request), VERIFY_SCOPES)
+    caller = await verify_callers(request)
     query = await json_body(request, IdentityQuery)
-    result = await service.verify_identity(provider.ctx, caller.client, query, provider.ctx.clock.now())
+    result = await service.verify_identity(provider.ctx, caller.entity, query, provider.ctx.clock.now())
     return json_response(result.model_dump())
 
 
@@ -73,7 +73,7 @@ async def verify_identity(request: Request) -> Response:
 async def verify_document(
     body: DocumentQuery, caller: VerifyCaller, session: SessionDep, ctx: CtxDep
 ) -> DocumentResult:
-    return await service.verify_document(session, caller.client, body, ctx.clock.now(), ctx.clock.today())
+    return await service.verify_document(session, caller.entity, body, ctx.clock.now(), ctx.clock.today())
 
 
 @router.post(
@@ -84,12 +84,12 @@ async def verify_document(
 )
 async def start_ekyc(body: EkycRequestIn, caller: EkycCaller, session: SessionDep, ctx: CtxDep) -> EkycRequestOut:
     now = ctx.clock.now()
-    return _out(await service.start_ekyc(session, ctx, caller.client, body), now)
+    return _out(await service.start_ekyc(session, ctx, caller.entity, body), now)
 
 
 @router.get("/ekyc-requests/{request_id}", response_model=EkycRequestOut, summary="Poll an e-KYC request")
 async def poll_ekyc(request_id: uuid.UUID, caller: EkycCaller, session: SessionDep, ctx: CtxDep) -> EkycRequestOut:
-    return _out(await service.get_own_request(session, caller.client, request_id), ctx.clock.now())
+    return _out(await service.get_own_request(session, caller.entity, request_id), ctx.clock.now())
 
 
 @router.get(
@@ -98,7 +98,7 @@ async def poll_ekyc(request_id: uuid.UUID, caller: EkycCaller, session: SessionD
 async def ekyc_result(
     request_id: uuid.UUID, caller: EkycCaller, session: SessionDep, ctx: CtxDep, provider: ProviderDep
 ) -> EkycResult:
-    token = await service.ekyc_result(provider, session, caller.client, request_id, ctx.clock.now())
+    token = await service.ekyc_result(provider, session, caller.entity, request_id, ctx.clock.now())
     return EkycResult(request_id=request_id, result=token)
 
 
@@ -110,7 +110,7 @@ async def ekyc_result(
 async def my_ekyc_requests(citizen: CurrentCitizen, session: SessionDep, ctx: CtxDep) -> list[CitizenEkycRequestOut]:
     from sqlalchemy import select
 
-    reqs = await service.pending_for_citizen(session, citizen.account, ctx.clock.now())
+    reqs = await service.pending_for_citizen(session, citizen.entity, ctx.clock.now())
     ids = {r.client_id for r in reqs}
     names = (
         dict((await session.execute(select(Client.client_id, Client.name).where(Client.client_id.in_(ids)))).all())
@@ -133,11 +133,11 @@ async def my_ekyc_requests(citizen: CurrentCitizen, session: SessionDep, ctx: Ct
 
 @me.post("/ekyc-requests/{request_id}/approve", status_code=204, summary="Approve an e-KYC request")
 async def approve_ekyc(request_id: uuid.UUID, citizen: CurrentCitizen, session: SessionDep, ctx: CtxDep) -> Response:
-    await service.decide(session, citizen.account, request_id, True, ctx.clock.now())
+    await service.decide(session, citizen.entity, request_id, True, ctx.clock.now())
     return Response(status_code=204)
 
 
 @me.post("/ekyc-requests/{request_id}/deny", status_code=204, summary="Deny an e-KYC request")
 async def deny_ekyc(request_id: uuid.UUID, citizen: CurrentCitizen, session: SessionDep, ctx: CtxDep) -> Response:
-    await service.decide(session, citizen.account, request_id, False, ctx.clock.now())
+    await service.decide(session, citizen.entity, request_id, False, ctx.clock.now())
     return Response(status_code=204)

@@ -112,8 +112,8 @@ async def test_verify_needs_an_approved_client_with_scope(env: Harness) -> None:
 async def test_verify_is_rate_limited_per_client(env: Harness) -> None:
     _, h = await bank(env)
     c = await env.citizen()
-    limit = env.ctx.settings.verify_rate_per_minute
-    env.ctx.settings.verify_rate_per_minute = 3
+    limit = env.ctx.settings.client_rate_per_minute
+    env.ctx.settings.client_rate_per_minute = 3
     try:
         codes = [
             (
@@ -122,7 +122,7 @@ async def test_verify_is_rate_limited_per_client(env: Harness) -> None:
             for _ in range(4)
         ]
     finally:
-        env.ctx.settings.verify_rate_per_minute = limit
+        env.ctx.settings.client_rate_per_minute = limit
     assert codes[:3] == [200, 200, 200] and codes[3] == 429
     _, other = await bank(env)
     assert (
