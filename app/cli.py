@@ -249,7 +249,7 @@ def create_client(
 
     from app.core.audit import Actor
     from app.core.errors import Problem
-    from app.oidc.clients import create_client as register
+    from app.clients.service import create_client as register
 
     grants = grant or ["authorization_code", "refresh_token"]
     scopes = scope or ["openid", "profile"]

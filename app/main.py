@@ -19,6 +19,8 @@ from app.accounts.router import public as accounts_router
 from app.accounts.service import resolve_citizen_session
 from app.admin.router import router as admin_router
 from app.admin.service import resolve_staff_session
+from app.clients.router import router as clients_router
+from app.clients.service import start_client_cache
 from app.consent.router import router as consents_router
 from app.core.clock import Clock
 from app.core.config import Settings, get_settings
@@ -71,6 +73,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                 Resolver(Subject.citizen, resolve_citizen_session),
             ]
             # The domains' own long-lived state, as extensions of the context.
+            start_client_cache(ctx)
             provider = await start_provider(ctx)
             start_identity_checks(ctx)
             stop = asyncio.Event()
@@ -138,6 +141,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(accounts_officer_router)
     app.include_router(me_router)
     app.include_router(admin_router)
+    app.include_router(clients_router)
     app.include_router(authorize_router)
     app.include_router(logout_router)
     app.include_router(accounts_pages_router)

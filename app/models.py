@@ -11,6 +11,7 @@ from app.accounts.models import (
     OtpFailure,
 )
 from app.admin.models import StaffMember, StaffSession
+from app.clients.models import Client
 from app.consent.models import Consent
 from app.core.audit import AccessLogEntry, AuditEvent
 from app.core.db import Base
@@ -22,7 +23,6 @@ from app.documents.models import DocumentIssuerType, IdempotencyRecord, Integrat
 from app.oidc.models import (
     AuthorizationCode,
     AuthorizationRequest,
-    Client,
     Grant,
     LogoutNotification,
     RefreshToken,

@@ -196,7 +196,7 @@ async def seed(settings: Settings) -> Seeded:
     from app.core.db import make_engine, make_sessionmaker
     from app.core.keys import KeyStore
     from app.core.passwords import PasswordHasher
-    from app.oidc.clients import create_client
+    from app.clients.service import create_client
     from app.registry.idnumber import PROVINCES, Sex, make_id_number
     from app.registry.models import Citizen
 

@@ -8,9 +8,8 @@ from typing import Annotated
 from fastapi import Depends
 
 from app.core.auth import Authenticator
-from app.core.principal import ADMIN_CLIENTS, AUDIT_READ, Principal, Subject
+from app.core.principal import AUDIT_READ, Principal, Subject
 
 STAFF = (Subject.staff, Subject.client)
 
 AuditReader = Annotated[Principal, Depends(Authenticator(allowed_subjects=STAFF, required_scopes={AUDIT_READ}))]
-AdminClients = Annotated[Principal, Depends(Authenticator(allowed_subjects=STAFF, required_scopes={ADMIN_CLIENTS}))]

@@ -5,23 +5,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from app.admin import service
-from app.admin.auth import AdminClients, AuditReader
-from app.admin.schemas import (
-    AuditEventOut,
-    AuditPage,
-    ClientCreated,
-    ClientIn,
-    ClientOut,
-    ClientStatusIn,
-    StaffLogin,
-    StaffToken,
-)
+from app.admin.auth import AuditReader
+from app.admin.schemas import AuditEventOut, AuditPage, StaffLogin, StaffToken
 from app.core.db import SessionDep
 from app.core.deps import CtxDep
 from app.core.http import json_body_only
 from app.core.privacy import mask_id_number
-from app.oidc import clients as client_registry
-from app.oidc.provider import ProviderDep
 
 router = APIRouter(tags=["staff"], dependencies=[json_body_only])
 
@@ -49,27 +38,3 @@ async def audit_events(
     events = await service.read_audit(session, before_id=before_id, limit=limit, target=target, action=action)
     items = [AuditEventOut.model_validate(e) for e in events]
     return AuditPage(items=items, next_before_id=items[-1].id if len(items) == limit else None)
-
-
-@router.post("/admin/clients", status_code=201, response_model=ClientCreated, summary="Register a relying party")
-async def create_client(body: ClientIn, staff: AdminClients, session: SessionDep, ctx: CtxDep) -> ClientCreated:
-    client, secret = await client_registry.create_client(
-        session, ctx.keyring, actor=staff.actor, now=ctx.clock.now(), **body.model_dump()
-    )
-    return ClientCreated(**ClientOut.model_validate(client).model_dump(), client_secret=secret)
-
-
-@router.get("/admin/clients", response_model=list[ClientOut], summary="List relying parties")
-async def list_clients(staff: AdminClients, session: SessionDep) -> list[ClientOut]:
-    return [ClientOut.model_validate(c) for c in await client_registry.list_clients(session)]
-
-
-@router.post(
-    "/admin/clients/{client_id}/status", response_model=ClientOut, summary="Approve or suspend a relying party"
-)
-async def set_client_status(
-    client_id: str, body: ClientStatusIn, staff: AdminClients, session: SessionDep, ctx: CtxDep, provider: ProviderDep
-) -> ClientOut:
-    client = await client_registry.set_status(session, client_id, body.status, actor=staff.actor, now=ctx.clock.now())
-    provider.clients.forget(client_id)
-    return ClientOut.model_validate(client)

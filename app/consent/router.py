@@ -8,12 +8,12 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
 
 from app.accounts.auth import CurrentCitizen
+from app.clients.models import Client
 from app.consent import service
 from app.core.audit import Actor
 from app.core.db import SessionDep
 from app.core.deps import CtxDep
 from app.core.schemas import ResponseModel
-from app.oidc.models import Client
 
 router = APIRouter(prefix="/me", tags=["me"])
 
@@ -80,6 +80,7 @@ async def revoke_consent(consent_id: uuid.UUID, citizen: CurrentCitizen, session
         id_number=account.id_number,
         actor=Actor("citizen", str(account.id)),
         now=ctx.clock.now(),
+        events=ctx.events,
     )
     return Response(status_code=204)
 

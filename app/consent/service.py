@@ -9,15 +9,27 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.consent.models import Consent, ConsentKind
+from app.consent.models import Consent
 from app.core import audit
 from app.core.audit import AccessLogEntry, Actor
+from app.core.deps import Events
 from app.core.errors import NotFound
-from app.oidc.models import Grant
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentWithdrawn:
+    """Event: the citizen withdrew a consent (app/oidc/logout.py revokes an OpenID consent's grants)."""
+
+    consent_id: uuid.UUID
+    account_id: uuid.UUID
+    client_id: str | None
+    kind: str
+    now: dt.datetime
 
 
 class ConsentNotFound(NotFound):
@@ -55,19 +67,15 @@ async def revoke_consent(
     id_number: str,
     actor: Actor,
     now: dt.datetime,
+    events: Events,
 ) -> Consent:
     consent = await session.get(Consent, consent_id)
     if consent is None or consent.account_id != account_id or consent.revoked_at is not None:
         raise ConsentNotFound()
     consent.revoked_at = now
-    # An OIDC consent is what the client's grants (and tokens) rest on; e-KYC and share consents
-    # have no grants, and withdrawing one must not end the citizen's portal sessions.
-    if consent.kind == ConsentKind.oidc and consent.client_id is not None:
-        await session.execute(
-            update(Grant)
-            .where(Grant.account_id == account_id, Grant.client_id == consent.client_id, Grant.revoked_at.is_(None))
-            .values(revoked_at=now, revoked_reason="consent_withdrawn")
-        )
+    # An OIDC consent is what the client's grants (and tokens) rest on: the provider, subscribed
+    # to this event, revokes them in this transaction. e-KYC and share consents have no grants.
+    await events.publish(session, ConsentWithdrawn(consent.id, account_id, consent.client_id, consent.kind, now))
     audit.record(
         session,
         actor=actor,

@@ -10,8 +10,6 @@ an extension at start-up (app/main.py) and finds it again with ``ctx.extension(K
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol, TypeVar
@@ -32,21 +30,23 @@ from app.core.ratelimit import RateLimiter, make_rate_limiter
 from app.core.subscribers import SubscriberCheck, make_subscriber_check
 
 T = TypeVar("T")
+E = TypeVar("E")
 
 
-@dataclass(frozen=True, slots=True)
-class AccessEnded:
-    """A citizen's sessions were ended by a change to their credentials or account state:
-    whatever was issued under them must end too (tokens, and portals told by back-channel)."""
+class Events:
+    """Domain events within a transaction: a lower domain publishes (the accounts domain: a
+    citizen's access ended), a higher one subscribes at start-up (the provider revokes grants),
+    so neither imports the other upward. Handlers run in the publisher's transaction."""
 
-    account_id: uuid.UUID
-    reason: str  # password_change, password_reset, lock, revoke, phone_change, claimed
-    ended_sids: tuple[str, ...]
-    now: dt.datetime
-    kept_sid: str | None = None  # the session that made the change, which goes on
+    def __init__(self) -> None:
+        self._handlers: dict[type, list[Callable[[AsyncSession, Any], Awaitable[None]]]] = {}
 
+    def subscribe(self, kind: type[E], handler: Callable[[AsyncSession, E], Awaitable[None]]) -> None:
+        self._handlers.setdefault(kind, []).append(handler)
 
-AccessEndedHook = Callable[[AsyncSession, AccessEnded], Awaitable[None]]
+    async def publish(self, session: AsyncSession, event: object) -> None:
+        for handler in self._handlers.get(type(event), ()):
+            await handler(session, event)
 
 
 class Closable(Protocol):
@@ -72,9 +72,7 @@ class AppContext:
     # journal on it (app/core/journal.py). None on SQLite and for commands.
     raw_pool: Any = None
     journal: Journal | None = None
-    # Called in the same transaction when a citizen's access ends (the OpenID provider revokes
-    # the grants and queues back-channel logout tokens): the accounts domain knows no provider.
-    on_access_ended: list[AccessEndedHook] = field(default_factory=list)
+    events: Events = field(default_factory=Events)
     # How bearer credentials are resolved to callers (app/core/auth.py), registered at start-up.
     resolvers: list[Resolver] = field(default_factory=list)
     _extensions: dict[type, Any] = field(default_factory=dict)

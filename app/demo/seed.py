@@ -12,6 +12,7 @@ from jose import jwk
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
+from app.clients.service import create_client
 from app.core import audit
 from app.core.audit import SYSTEM, Actor
 from app.core.deps import AppContext
@@ -19,7 +20,6 @@ from app.core.keys import SigningKey, _thumbprint
 from app.core.schemas import normalise_phone
 from app.demo.fixtures import Fixtures
 from app.documents.models import DocumentIssuerType, IntegratedDocument
-from app.oidc.clients import create_client
 from app.registry.models import Citizen, GuardianLink
 
 # Fixed so that pairwise subjects and keyed hashes are the same on every demo run.

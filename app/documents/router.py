@@ -28,7 +28,6 @@ from app.documents.schemas import (
     ReinstatementIn,
     SuspensionIn,
 )
-from app.oidc.provider import ProviderDep
 
 agency = APIRouter(prefix="/documents", tags=["documents"], dependencies=[json_body_only])
 me = APIRouter(prefix="/me", tags=["me"], dependencies=[json_body_only])
@@ -173,9 +172,9 @@ async def my_documents(
     summary="A signed presentation of a valid document, for a verifier to check offline",
 )
 async def present_document(
-    document_id: uuid.UUID, citizen: CurrentCitizen, session: SessionDep, provider: ProviderDep
+    document_id: uuid.UUID, citizen: CurrentCitizen, session: SessionDep, ctx: CtxDep
 ) -> PresentationOut:
-    return await service.present_document(session, provider, citizen.entity, document_id)
+    return await service.present_document(session, ctx, citizen.entity, document_id)
 
 
 # --- administrators -------------------------------------------------------------------------------

@@ -12,6 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account, AccountStatus, DeclaredDocument
 from app.accounts.schemas import DocumentType
+from app.clients.errors import ClientNotFound
+from app.clients.models import Client
+from app.clients.service import client_cache
 from app.core import audit
 from app.core.audit import Actor, LegalBasis, disclose
 from app.core.deps import AppContext
@@ -40,9 +43,6 @@ from app.documents.schemas import (
     MyDocumentOut,
     PresentationOut,
 )
-from app.oidc.clients import ClientNotFound
-from app.oidc.models import Client
-from app.oidc.provider import Provider
 from app.registry.models import Citizen
 
 StatusAction = Literal["suspend", "reinstate", "revoke"]
@@ -421,23 +421,22 @@ def require_presentable(doc: IntegratedDocument, today: dt.date) -> None:
 
 
 async def present_document(
-    session: AsyncSession, provider: Provider, account: Account, document_id: uuid.UUID
+    session: AsyncSession, ctx: AppContext, account: Account, document_id: uuid.UUID
 ) -> PresentationOut:
-    ctx = provider.ctx
     now, today = ctx.clock.now(), ctx.clock.today()
     doc = await holder_document(session, account, document_id)
     require_presentable(doc, today)
     holder = await session.get(Citizen, doc.holder_id_number)
     assert holder is not None  # documents.holder_id_number references citizens
-    issuer = await provider.clients.get(doc.issuer_client_id)
+    issuer = await client_cache(ctx).get(doc.issuer_client_id)
     claims = presentation_claims(
-        issuer=provider.issuer,
+        issuer=ctx.settings.issuer,
         now=now,
         document=disclosed_document(doc, issuer.name if issuer else None),
         holder_name=holder.full_name,
         holder_birthdate=holder.date_of_birth,
     )
-    token = await provider.keys.sign(claims, "ES256", now, typ=PRESENTATION_TYP)
+    token = await ctx.keys.sign(claims, "ES256", now, typ=PRESENTATION_TYP)
     audit.record(
         session, actor=Actor("citizen", str(account.id)), action="document.present", outcome="ok", now=now,
         target_id_number=doc.holder_id_number, detail={"document": str(doc.id), "jti": claims["jti"]},

@@ -22,6 +22,7 @@ from starlette.responses import RedirectResponse, Response
 from app.accounts import service as accounts
 from app.accounts.errors import AccountLocked, LoginFailed, WeakPassword
 from app.accounts.models import Account, AccountStatus, CitizenSession
+from app.clients.service import USER_SCOPES, ClientInfo
 from app.consent.models import Consent, ConsentKind
 from app.core import audit
 from app.core.audit import Actor
@@ -41,7 +42,6 @@ from app.core.pages import (
 from app.core.passwords import rule_message
 from app.oidc import pkce
 from app.oidc.claims import ACR_LEVEL, SCOPE_CLAIMS
-from app.oidc.clients import USER_SCOPES, ClientInfo
 from app.oidc.endpoints import read_form
 from app.oidc.i18n import TEXT
 from app.oidc.models import AuthorizationCode, AuthorizationRequest, Grant

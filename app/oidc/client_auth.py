@@ -14,10 +14,10 @@ from jose import jwk
 from jose.exceptions import JOSEError
 from sqlalchemy.exc import IntegrityError
 
+from app.clients.service import ClientInfo, hash_secret
 from app.core.crypto import constant_time_equals
 from app.core.errors import OAuthError, invalid_client
 from app.core.jose import JwtRejected, verify_jwt
-from app.oidc.clients import ClientInfo, hash_secret
 from app.oidc.models import UsedAssertion
 from app.oidc.provider import Provider
 

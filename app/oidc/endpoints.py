@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
 from app.accounts.models import Account, AccountStatus
+from app.clients.service import SERVICE_SCOPES, USER_SCOPES, ClientInfo
 from app.core import audit
 from app.core.audit import AccessRow, Actor, AuditRow, LegalBasis, add_call_rows
 from app.core.errors import OAuthError, invalid_token
@@ -29,7 +30,6 @@ from app.oidc import grants
 from app.oidc.bearer import token_is_live, verify_access_token
 from app.oidc.claims import ACR_LEVEL, SCOPE_CLAIMS, SUPPORTED_CLAIMS, registry_claims
 from app.oidc.client_auth import authenticate_client
-from app.oidc.clients import SERVICE_SCOPES, USER_SCOPES, ClientInfo
 from app.oidc.models import Grant, RefreshToken, RevokedAccessToken
 from app.oidc.provider import Provider, get_provider
 from app.registry.models import Citizen

@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account, AccountStatus
+from app.clients.service import SERVICE_SCOPES, ClientInfo
 from app.core import audit
 from app.core.audit import Actor
 from app.core.crypto import random_token
@@ -25,7 +26,6 @@ from app.core.errors import OAuthError
 from app.core.jose import epoch, new_jti
 from app.oidc import pkce
 from app.oidc.claims import pairwise_sub
-from app.oidc.clients import SERVICE_SCOPES, ClientInfo
 from app.oidc.models import AuthorizationCode, Grant, RefreshToken
 from app.oidc.provider import Provider
 

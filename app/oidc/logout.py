@@ -18,9 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.responses import RedirectResponse, Response
 
 from app.accounts.models import CitizenSession
+from app.accounts.service import AccessEnded
+from app.consent.models import ConsentKind
+from app.consent.service import ConsentWithdrawn
 from app.core import audit
 from app.core.audit import Actor
-from app.core.deps import AccessEnded
 from app.core.jose import JwtRejected, epoch, new_jti, verify_jwt
 from app.core.outbox import deliver_due
 from app.core.pages import locale_from, page_locale
@@ -190,17 +192,48 @@ async def on_access_ended(provider: Provider, session: AsyncSession, event: Acce
         )
     ).all()
     revoked = [g for g in grants if event.kept_sid is None or g.sid != event.kept_sid]
+    await _revoke_and_tell(provider, session, revoked, event.reason, event.now, target=str(event.account_id))
+
+
+async def on_consent_withdrawn(provider: Provider, session: AsyncSession, event: ConsentWithdrawn) -> None:
+    """An OpenID consent withdrawn: the client's grants for the citizen end (and its tokens).
+    e-KYC and share consents have no grants."""
+    if event.kind != ConsentKind.oidc or event.client_id is None:
+        return
+    grants = (
+        await session.scalars(
+            select(Grant).where(
+                Grant.account_id == event.account_id, Grant.client_id == event.client_id, Grant.revoked_at.is_(None)
+            )
+        )
+    ).all()
+    await _revoke_and_tell(
+        provider, session, list(grants), "consent_withdrawn", event.now, target=str(event.account_id), tell=False
+    )
+
+
+async def _revoke_and_tell(
+    provider: Provider,
+    session: AsyncSession,
+    revoked: list[Grant],
+    reason: str,
+    now: dt.datetime,
+    *,
+    target: str,
+    tell: bool = True,
+) -> None:
+    """Revoke the grants, and (``tell``) queue one logout token per client and session."""
     told: set[tuple[str, str | None]] = set()
     for grant in revoked:
-        grant.revoked_at, grant.revoked_reason = event.now, event.reason[:40]
+        grant.revoked_at, grant.revoked_reason = now, reason[:40]
         key = (grant.client_id, grant.sid)
-        if key not in told:
+        if tell and key not in told:
             told.add(key)
-            await _queue_logout(provider, session, grant, grant.sid, event.now)
-    if revoked:
+            await _queue_logout(provider, session, grant, grant.sid, now)
+    if revoked and tell:
         audit.record(
-            session, actor=Actor("system"), action="oauth.grant.revoke", outcome="ok", now=event.now,
-            target=str(event.account_id), detail={"reason": event.reason, "grants": len(revoked)},
+            session, actor=Actor("system"), action="oauth.grant.revoke", outcome="ok", now=now,
+            target=target, detail={"reason": reason, "grants": len(revoked)},
         )  # fmt: skip
 
 

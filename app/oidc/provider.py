@@ -11,9 +11,9 @@ from typing import Annotated, Any
 import httpx
 from fastapi import Depends, Request
 
+from app.clients.service import ClientCache
 from app.core.deps import AppContext, get_ctx
 from app.core.keys import KeyStore
-from app.oidc.clients import ClientCache
 from app.oidc.livecheck import LiveCheck, VerifiedTokens
 
 

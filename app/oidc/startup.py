@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 
+from app.accounts.service import AccessEnded
+from app.clients.service import client_cache
+from app.consent.service import ConsentWithdrawn
 from app.core.deps import AppContext
-from app.oidc.clients import ClientCache
 from app.oidc.livecheck import LiveCheck
-from app.oidc.logout import on_access_ended
+from app.oidc.logout import on_access_ended, on_consent_withdrawn
 from app.oidc.provider import Provider
 
 
@@ -17,11 +19,12 @@ async def start_provider(ctx: AppContext) -> Provider:
     dsn = ctx.raw_dsn if ctx.raw_pool is not None else None
     provider = Provider(
         ctx=ctx,
-        clients=ClientCache(ctx.reader, ctx.settings.cache_ttl_seconds),
+        clients=client_cache(ctx),
         live=LiveCheck(ctx.reader, dsn, ctx.raw_pool),
     )
     ctx.add_extension(provider)
     await provider.live.start(ctx.engine)
     await ctx.keys.ensure(ctx.clock.now())
-    ctx.on_access_ended.append(functools.partial(on_access_ended, provider))
+    ctx.events.subscribe(AccessEnded, functools.partial(on_access_ended, provider))
+    ctx.events.subscribe(ConsentWithdrawn, functools.partial(on_consent_withdrawn, provider))
     return provider

@@ -6,11 +6,11 @@ import uuid
 from fastapi import APIRouter, Request, Response
 
 from app.accounts.auth import CurrentCitizen
+from app.clients.models import Client
 from app.core.db import SessionDep
 from app.core.deps import CtxDep
 from app.core.http import json_body, json_body_only
 from app.oidc.endpoints import json_response
-from app.oidc.models import Client
 from app.oidc.provider import ProviderDep, get_provider
 from app.verify import service
 from app.verify.auth import EkycCaller, VerifyCaller, verify_callers

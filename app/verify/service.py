@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account, AccountStatus
 from app.accounts.service import current_account, recipient
+from app.clients.service import ClientInfo
 from app.consent.models import Consent, ConsentKind
 from app.core import audit
 from app.core.audit import AccessRow, Actor, AuditRow, LegalBasis, add_call_rows, disclose
@@ -38,7 +39,6 @@ from app.core.notify import Notice, notify
 from app.core.schemas import fold_name
 from app.documents.service import document_status
 from app.oidc.claims import ACR_LEVEL, pairwise_sub, registry_claims
-from app.oidc.clients import ClientInfo
 from app.oidc.provider import Provider
 from app.registry.models import Citizen
 from app.verify.matching import PARTIAL_THRESHOLD, date_score, name_score

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from app.core.audit import Actor
-from app.oidc.clients import create_client
+from app.clients.service import create_client
 from tests.support import Harness
 
 REDIRECT = "https://portal.example.gov.vn/callback"

@@ -15,11 +15,13 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.clients.errors import ClientNotFound
+from app.clients.models import Client
 from app.core import audit
 from app.core.audit import Actor
 from app.core.crypto import Keyring
-from app.core.errors import Conflict, InvalidInput, NotFound
-from app.oidc.models import Client
+from app.core.deps import AppContext
+from app.core.errors import Conflict, InvalidInput
 
 CLIENT_KINDS = ("portal", "bank", "agency", "admin")
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
@@ -28,10 +30,6 @@ AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", 
 # Scopes a citizen can grant to a portal, and scopes granted to a client for itself.
 USER_SCOPES = ("openid", "profile", "phone", "email", "address", "national_id", "documents", "offline_access")
 SERVICE_SCOPES = ("verify", "ekyc", "documents:issue", "admin:clients", "introspect")
-
-
-class ClientNotFound(NotFound):
-    slug, title = "client-not-found", "No client has this ID"
 
 
 @dataclass(frozen=True)
@@ -73,6 +71,9 @@ class ClientInfo:
 
 
 class ClientCache:
+    """Clients by ID for EID_CACHE_TTL_SECONDS per process (an extension of the application
+    context: the provider, documents and verify read it)."""
+
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], ttl_seconds: float) -> None:
         self._sessionmaker = sessionmaker
         self._ttl = ttl_seconds
@@ -90,6 +91,9 @@ class ClientCache:
             self._entries.clear()
         self._entries[client_id] = (now, info)
         return info
+
+    async def close(self) -> None:
+        self._entries.clear()
 
     def forget(self, client_id: str) -> None:
         self._entries.pop(client_id, None)
@@ -200,3 +204,15 @@ async def set_status(session: AsyncSession, client_id: str, status: str, *, acto
 
 async def list_clients(session: AsyncSession) -> list[Client]:
     return list((await session.scalars(select(Client).order_by(Client.created_at))).all())
+
+
+def start_client_cache(ctx: AppContext) -> ClientCache:
+    cache = ClientCache(ctx.reader, ctx.settings.cache_ttl_seconds)
+    ctx.add_extension(cache)
+    return cache
+
+
+def client_cache(ctx: AppContext) -> ClientCache:
+    cache = ctx.extension(ClientCache)
+    assert cache is not None, "the app was not started"
+    return cache
