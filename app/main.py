@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 from sqlalchemy import text
 
 from app.accounts.pages import router as accounts_pages_router
@@ -26,7 +25,7 @@ from app.core.clock import Clock
 from app.core.config import Settings, get_settings
 from app.core.deps import build_context
 from app.core.errors import install_error_handlers, problem_response
-from app.core.hotpath import serve_hot_routes
+from app.core.hotpath import hot_routes, serve_hot_routes
 from app.core.http import BodySizeLimit
 from app.core.observability import RequestContext
 from app.core.pages import lang_router
@@ -44,8 +43,6 @@ from app.oidc.startup import start_provider
 from app.registry.router import router as registry_router
 from app.sharing.router import me as sharing_me_router
 from app.sharing.router import router as sharing_router
-from app.verify.router import HOT_BODY_MODELS
-from app.verify.router import hot as verify_hot_router
 from app.verify.router import me as verify_me_router
 from app.verify.router import router as verify_router
 from app.verify.service import start_identity_checks
@@ -154,11 +151,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(sharing_router)
     app.include_router(verify_router)
     app.include_router(verify_me_router)
-    # The hottest endpoints are matched before everything else and skip FastAPI's per-request
+    # The routes declared @hot are matched before everything else and skip FastAPI's per-request
     # layers (app/core/hotpath.py); the OpenAPI document describes them from their APIRoutes.
-    hot_paths = ("/token", "/introspect", "/userinfo", "/jwks", "/.well-known/openid-configuration")
-    oidc_hot = [r for r in oidc_router.routes if isinstance(r, APIRoute) and r.path in hot_paths]
-    serve_hot_routes(app, [*oidc_hot, *(r for r in verify_hot_router.routes if isinstance(r, APIRoute))])
+    serve_hot_routes(app)
     return app
 
 
@@ -203,8 +198,7 @@ def _openapi_with_problems(app: FastAPI) -> dict[str, object]:
     from fastapi.openapi.utils import get_openapi
     from pydantic.json_schema import models_json_schema
 
-    routes = [*verify_hot_router.routes, *app.routes]  # the hot routes are served without FastAPI
-    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=routes)
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
     for path_item in schema.get("paths", {}).values():
         for operation in path_item.values():
@@ -213,9 +207,18 @@ def _openapi_with_problems(app: FastAPI) -> dict[str, object]:
                 responses["422"] = {"description": "Invalid input", "content": problem}
             responses.setdefault("default", {"description": "Problem details", "content": problem})
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    # Bodies that hot routes parse themselves are referenced by openapi_extra: add their schemas.
+    # Bodies that hot routes parse themselves: the operation's requestBody and the model's schema.
+    bodies = {}
+    for route in hot_routes(app.routes):
+        body = route.spec.body
+        if body is not None:
+            bodies[body.__name__] = body
+            ref = {"$ref": f"#/components/schemas/{body.__name__}"}
+            for method in route.methods:
+                operation = schema["paths"][route.path][method.lower()]
+                operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref}}}
     _, defs = models_json_schema(
-        [(model, "validation") for model in HOT_BODY_MODELS], ref_template="#/components/schemas/{model}"
+        [(model, "validation") for model in bodies.values()], ref_template="#/components/schemas/{model}"
     )
     for name, model_schema in defs.get("$defs", {}).items():
         components.setdefault(name, model_schema)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 
 from fastapi import Request
 from sqlalchemy import case, select, update
@@ -26,13 +27,26 @@ from app.accounts.models import Account, AccountStatus, CitizenSession, KnownBro
 from app.core import audit
 from app.core.audit import ANONYMOUS, Actor
 from app.core.crypto import random_token
-from app.core.deps import AccessEnded, AppContext
+from app.core.db import note_revocation
+from app.core.deps import AppContext
 from app.core.errors import RateLimited, Unauthenticated
 from app.core.notify import Notice, Recipient, local_time, notify
 from app.core.passwords import PasswordRule, password_rules_broken
 from app.core.principal import Principal, Subject
 from app.core.privacy import mask_phone
 from app.registry.models import Citizen
+
+
+@dataclass(frozen=True, slots=True)
+class AccessEnded:
+    """Event: a citizen's sessions were ended by a change to their credentials or account state;
+    whatever was issued under them must end too (the provider subscribes: app/oidc/logout.py)."""
+
+    account_id: uuid.UUID
+    reason: str  # password_change, password_reset, lock, revoke, phone_change, claimed
+    ended_sids: tuple[str, ...]
+    now: dt.datetime
+    kept_sid: str | None = None  # the session that made the change, which goes on
 
 
 def citizen_actor(account: Account) -> Actor:
@@ -188,8 +202,7 @@ async def end_access(
     sids = tuple(sorted(sid for (sid,) in ended.all() if sid))
     kept_sid = await session.scalar(select(CitizenSession.sid).where(CitizenSession.token_hash == keep_session))
     event = AccessEnded(account_id=account_id, reason=reason, ended_sids=sids, now=now, kept_sid=kept_sid)
-    for hook in ctx.on_access_ended:
-        await hook(session, event)
+    await ctx.events.publish(session, event)
 
 
 async def set_password(
@@ -283,6 +296,7 @@ async def change_status(
         if current is None:
             raise AccountNotFound()
         raise AccountStateConflict(f"Cannot {transition} an account that is {current}.", current_status=current)
+    await note_revocation(session)  # the account's tokens go (lock, revoke) or come back (unlock)
     if transition != "unlock":
         await end_access(session, ctx, account_id, reason=transition, now=now)
     account = await get_account(session, account_id)

@@ -153,3 +153,15 @@ async def create_raw_pool(settings: Settings) -> Any:
         reset=_no_reset,
         server_settings={**RAW_SERVER_SETTINGS, "application_name": "eid-hot-path"},
     )
+
+
+# Set on a connection whose transaction revoked tokens, grants or accounts (note_revocation).
+REVOKES = "eid_revokes"
+
+
+async def note_revocation(session: AsyncSession) -> None:
+    """Declare that this transaction revokes tokens, grants or accounts: when it commits, this
+    process forgets what its caches knew of live tokens (app/oidc/livecheck.py). Other
+    processes hear of it from the database (NOTIFY, migration 0008)."""
+    connection = await session.connection()
+    connection.sync_connection.info[REVOKES] = True  # type: ignore[union-attr]

@@ -22,7 +22,7 @@ from app.core.clock import Clock
 from app.core.config import Settings
 from app.core.crypto import Keyring
 from app.core.db import create_raw_pool, make_engine, make_sessionmaker, raw_dsn
-from app.core.journal import Journal
+from app.core.journal import GroupCommitJournal, Journal, SessionJournal
 from app.core.keys import KeyStore
 from app.core.passwords import PasswordHasher
 from app.core.principal import Resolver
@@ -68,10 +68,11 @@ class AppContext:
     keys: KeyStore
     http: httpx.AsyncClient
     subscribers: SubscriberCheck
-    # PostgreSQL only, when serving: the raw asyncpg pool of the hot paths and the group-commit
-    # journal on it (app/core/journal.py). None on SQLite and for commands.
+    # Where read-only calls leave their audit and access-log rows (app/core/journal.py): group
+    # commits on the raw asyncpg pool of the hot paths (PostgreSQL, serving), else a short
+    # transaction per call. raw_pool is None on SQLite and for commands.
+    journal: Journal
     raw_pool: Any = None
-    journal: Journal | None = None
     events: Events = field(default_factory=Events)
     # How bearer credentials are resolved to callers (app/core/auth.py), registered at start-up.
     resolvers: list[Resolver] = field(default_factory=list)
@@ -112,17 +113,17 @@ async def build_context(
         keys=KeyStore(sessionmaker, keyring.sealer, settings.cache_ttl_seconds, reader=reader),
         http=httpx.AsyncClient(timeout=5.0, follow_redirects=False),
         subscribers=make_subscriber_check(settings),
+        journal=SessionJournal(sessionmaker),
     )
     try:
         if serving and not settings.is_sqlite:
             ctx.raw_pool = await create_raw_pool(settings)
-            ctx.journal = Journal(ctx.raw_pool)
+            ctx.journal = GroupCommitJournal(ctx.raw_pool)
         yield ctx
     finally:
         for extension in reversed(list(ctx._extensions.values())):
             await extension.close()
-        if ctx.journal is not None:
-            await ctx.journal.close()
+        await ctx.journal.close()
         if ctx.raw_pool is not None:
             await ctx.raw_pool.close()
         await ctx.http.aclose()

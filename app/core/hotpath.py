@@ -18,17 +18,61 @@ hot path (405 from the router).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from fastapi import FastAPI
+from fastapi import FastAPI, routing
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+E = TypeVar("E", bound=Endpoint)
+
+
+@dataclass(frozen=True, slots=True)
+class HotSpec:
+    body: type[BaseModel] | None  # a JSON body the endpoint parses itself (for the OpenAPI document)
+
+
+def hot(*, body: type[BaseModel] | None = None) -> Callable[[E], E]:
+    """Declare a route hot, the one way to do it: under the route's decorator,
+
+        @router.post("/token", ...)
+        @hot()
+        async def token(request: Request) -> Response: ...
+
+    The endpoint takes the raw Request; ``body`` names the model of a JSON body it parses
+    itself, so that the OpenAPI document still describes it."""
+
+    def mark(endpoint: E) -> E:
+        endpoint.__eid_hot__ = HotSpec(body)  # type: ignore[attr-defined]
+        return endpoint
+
+    return mark
+
+
+@dataclass(frozen=True, slots=True)
+class HotRoute:
+    path: str  # as served, with the prefixes of the routers it was included through
+    methods: frozenset[str]
+    endpoint: Endpoint
+    spec: HotSpec
+
+
+def hot_routes(routes: Sequence[BaseRoute]) -> list[HotRoute]:
+    """The routes declared ``@hot`` among an app's routes (through included routers)."""
+    found = []
+    for context in routing.iter_route_contexts(routes):
+        route = context.original_route
+        spec = getattr(getattr(route, "endpoint", None), "__eid_hot__", None)
+        if isinstance(route, APIRoute) and isinstance(spec, HotSpec) and context.path_format:
+            found.append(HotRoute(context.path_format, frozenset(route.methods or ()), route.endpoint, spec))
+    return found
 
 
 def _lookup(handlers: dict[Any, Any], exc: Exception) -> Any:
@@ -79,20 +123,21 @@ class HotRoutes:
         await self.app(scope, receive, send)
 
 
-def _shadow(route: APIRoute) -> Route:
+def _shadow(route: HotRoute) -> Route:
     """A plain route for the router, with the APIRoute's methods only (Starlette would add HEAD
     to a GET route, which the APIRoute does not answer)."""
-    shadow = Route(route.path, route.endpoint, methods=sorted(route.methods or ()))
-    if shadow.methods is not None and "HEAD" not in (route.methods or ()):
+    shadow = Route(route.path, route.endpoint, methods=sorted(route.methods))
+    if shadow.methods is not None and "HEAD" not in route.methods:
         shadow.methods.discard("HEAD")
     return shadow
 
 
-def serve_hot_routes(app: FastAPI, routes: Sequence[APIRoute]) -> None:
-    """Serve these routes' endpoints (each taking the raw Request) ahead of FastAPI's layers.
-    They are also put first in the router, as plain Starlette routes, which answer their other
-    methods (405) and any request the exact match would miss; the OpenAPI document describes
-    them from their APIRoutes (app.main)."""
+def serve_hot_routes(app: FastAPI) -> None:
+    """Serve the routes declared ``@hot`` ahead of FastAPI's layers. They are also put first in
+    the router, as plain Starlette routes, which answer their other methods (405) and any
+    request the exact match would miss; the OpenAPI document describes them from their
+    APIRoutes (app.main)."""
+    routes = hot_routes(app.router.routes)
     app.router.routes[0:0] = [_shadow(r) for r in routes]
     build = app.build_middleware_stack
 
@@ -105,7 +150,7 @@ def serve_hot_routes(app: FastAPI, routes: Sequence[APIRoute]) -> None:
             for cls, args, kwargs in reversed(app.user_middleware):
                 chain = cls(chain, *args, **kwargs)
             chain = ServerErrorMiddleware(chain, handler=error_handler, debug=app.debug)
-            for method in route.methods or ():
+            for method in route.methods:
                 hot[(method, route.path)] = chain
         return HotRoutes(build(), hot)
 

@@ -15,16 +15,16 @@ from urllib.parse import parse_qsl
 import orjson
 from fastapi import APIRouter, Request
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
 from app.accounts.models import Account, AccountStatus
 from app.clients.service import SERVICE_SCOPES, USER_SCOPES, ClientInfo
 from app.core import audit
-from app.core.audit import AccessRow, Actor, AuditRow, LegalBasis, add_call_rows
+from app.core.audit import AccessRow, Actor, AuditRow, LegalBasis
+from app.core.db import note_revocation
 from app.core.errors import OAuthError, invalid_token
+from app.core.hotpath import hot
 from app.core.jose import JwtRejected
-from app.core.journal import unrecorded
 from app.documents.service import documents_claim
 from app.oidc import grants
 from app.oidc.bearer import token_is_live, verify_access_token
@@ -72,6 +72,7 @@ async def _authenticated(request: Request) -> tuple[Provider, dt.datetime, dict[
 
 
 @router.post("/token", summary="Token endpoint (authorization_code, refresh_token, client_credentials)")
+@hot()
 async def token(request: Request) -> Response:
     provider, now, form, client = await _authenticated(request)
     grant_type = form.get("grant_type")
@@ -93,6 +94,7 @@ async def token(request: Request) -> Response:
 
 
 @router.post("/introspect", summary="Token introspection (RFC 7662)")
+@hot()
 async def introspect(request: Request) -> Response:
     provider, now, form, client = await _authenticated(request)
     token_value = form.get("token")
@@ -161,6 +163,7 @@ async def revoke(request: Request) -> Response:
             if claims["client_id"] != client.client_id:
                 return ok
             if await session.get(RevokedAccessToken, claims["jti"]) is None:
+                await note_revocation(session)
                 session.add(
                     RevokedAccessToken(jti=claims["jti"], expires_at=dt.datetime.fromtimestamp(claims["exp"], dt.UTC))
                 )
@@ -201,6 +204,7 @@ def _bearer(request: Request, form: dict[str, str] | None) -> str:
 
 @router.get("/userinfo", summary="UserInfo (OIDC Core §5.3)", operation_id="userinfo_get")
 @router.post("/userinfo", summary="UserInfo (OIDC Core §5.3)", operation_id="userinfo_post")
+@hot()
 async def userinfo(request: Request) -> Response:
     provider = get_provider(request)
     now = provider.ctx.clock.now()
@@ -263,15 +267,8 @@ async def userinfo(request: Request) -> Response:
                 LegalBasis.consent.value, row.Grant.consent_id,
             ) if released else None
         )  # fmt: skip
-        if provider.ctx.journal is None:
-            add_call_rows(session, audit_row, access_row)
-            try:
-                await session.commit()
-            except SQLAlchemyError:  # as the journal answers on PostgreSQL: not recorded, not answered
-                raise unrecorded() from None
-    if provider.ctx.journal is not None:
-        # PostgreSQL: the rows of concurrent calls in one commit; answered once they are durable.
-        await provider.ctx.journal.write(audit_row, access_row)
+    # Answered once its rows are durable (on PostgreSQL, in one commit with concurrent calls').
+    await provider.ctx.journal.write(audit_row, access_row)
     return json_response(body, headers=NO_STORE)
 
 
@@ -331,6 +328,7 @@ def discovery_document(provider: Provider) -> dict[str, Any]:
 
 
 @router.get("/.well-known/openid-configuration", summary="OpenID Provider metadata")
+@hot()
 async def openid_configuration(request: Request) -> Response:
     return json_response(discovery_document(get_provider(request)), headers={"Cache-Control": "public, max-age=300"})
 
@@ -341,6 +339,7 @@ async def oauth_metadata(request: Request) -> Response:
 
 
 @router.get("/jwks", summary="Public signing keys (JWK Set)")
+@hot()
 async def jwks(request: Request) -> Response:
     provider = get_provider(request)
     return json_response(

@@ -22,6 +22,7 @@ from app.clients.service import SERVICE_SCOPES, ClientInfo
 from app.core import audit
 from app.core.audit import Actor
 from app.core.crypto import random_token
+from app.core.db import note_revocation
 from app.core.errors import OAuthError
 from app.core.jose import epoch, new_jti
 from app.oidc import pkce
@@ -137,6 +138,7 @@ async def _user_tokens(
 async def revoke_grant(
     session: AsyncSession, grant_id: uuid.UUID, reason: str, now: dt.datetime, *, actor: Actor
 ) -> None:
+    await note_revocation(session)
     await session.execute(
         update(Grant)
         .where(Grant.id == grant_id, Grant.revoked_at.is_(None))

@@ -27,11 +27,11 @@ from typing import Any
 from sqlalchemy import Uuid, bindparam, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.core.db import REVOKES
+
 log = logging.getLogger("eid.livecheck")
 CHANNEL = "eid_revocation"
 MAX_AGE = 60.0
-# Statements after whose commit this process forgets what it knew (the triggers' tables).
-_REVOKING = ("oauth_revoked_tokens", "oauth_grants", "accounts")
 
 _SQL = (
     "SELECT (SELECT count(*) FROM oauth_revoked_tokens WHERE jti = {jti}) AS revoked,"
@@ -98,17 +98,18 @@ class LiveCheck:
         self._reconnect = asyncio.get_running_loop().create_task(again())
 
     def _watch_own_commits(self, engine: AsyncEngine) -> None:
-        def before_execute(conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
-            head = statement.lstrip()[:7].upper()
-            if head.startswith(("UPDATE", "INSERT", "DELETE")) and any(t in statement for t in _REVOKING):
-                conn.info["eid_revokes"] = True
+        """This process's own revocations (note_revocation) are forgotten at their commit, before
+        its NOTIFY comes back."""
 
         def after_commit(conn: Any) -> None:
-            if conn.info.pop("eid_revokes", False):
+            if conn.info.pop(REVOKES, False):
                 self.forget()
 
-        event.listen(engine.sync_engine, "before_cursor_execute", before_execute)
+        def after_rollback(conn: Any) -> None:
+            conn.info.pop(REVOKES, None)
+
         event.listen(engine.sync_engine, "commit", after_commit)
+        event.listen(engine.sync_engine, "rollback", after_rollback)
 
     def forget(self) -> None:
         self._live.clear()

@@ -23,6 +23,7 @@ from app.consent.models import ConsentKind
 from app.consent.service import ConsentWithdrawn
 from app.core import audit
 from app.core.audit import Actor
+from app.core.db import note_revocation
 from app.core.jose import JwtRejected, epoch, new_jti, verify_jwt
 from app.core.outbox import deliver_due
 from app.core.pages import locale_from, page_locale
@@ -158,6 +159,8 @@ async def end_session(provider: Provider, session: AsyncSession, login: CitizenS
     )
     grants = (await session.scalars(select(Grant).where(Grant.sid == login.sid, Grant.revoked_at.is_(None)))).all()
     notified: set[str] = set()
+    if grants:
+        await note_revocation(session)
     for grant in grants:
         if "offline_access" not in grant.scope.split():
             grant.revoked_at, grant.revoked_reason = now, "logout"
@@ -224,6 +227,8 @@ async def _revoke_and_tell(
 ) -> None:
     """Revoke the grants, and (``tell``) queue one logout token per client and session."""
     told: set[tuple[str, str | None]] = set()
+    if revoked:
+        await note_revocation(session)
     for grant in revoked:
         grant.revoked_at, grant.revoked_reason = now, reason[:40]
         key = (grant.client_id, grant.sid)

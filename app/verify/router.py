@@ -9,6 +9,7 @@ from app.accounts.auth import CurrentCitizen
 from app.clients.models import Client
 from app.core.db import SessionDep
 from app.core.deps import CtxDep
+from app.core.hotpath import hot
 from app.core.http import json_body, json_body_only
 from app.oidc.endpoints import json_response
 from app.oidc.provider import ProviderDep, get_provider
@@ -35,29 +36,16 @@ def _out(req: EkycRequest, now: dt.datetime) -> EkycRequestOut:
     return EkycRequestOut(id=req.id, status=status, claims=req.claims, purpose=req.purpose, expires_at=req.expires_at)
 
 
-# A bank's hot path. app.main serves these routes through app/core/hotpath.py, matched before
-# every other route and past FastAPI's per-request layers, and documents them from these
-# declarations: FastAPI's machinery (dependencies, body and response models, its middleware
-# stack) costs more than the check itself (bench/token.py). The endpoints take the raw
-# Request and parse their bodies by hand.
-hot = APIRouter(prefix="/verify", tags=["verify"])
-# Their bodies' schemas, which app.main adds to the OpenAPI document.
-HOT_BODY_MODELS = (IdentityQuery,)
-
-
-@hot.post(
+@router.post(
     "/identity",
     response_model=IdentityResult,
     summary="Does this data match the registry? (yes/no per attribute, no data returned)",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/IdentityQuery"}}},
-        }
-    },
     responses={422: {"description": "Invalid input"}},
 )
+@hot(body=IdentityQuery)
 async def verify_identity(request: Request) -> Response:
+    # A bank's hot path (app/core/hotpath.py): FastAPI's machinery costs more than the check
+    # itself (bench/token.py), so the endpoint takes the raw Request and parses its body.
     provider = get_provider(request)
     caller = await verify_callers(request)
     query = await json_body(request, IdentityQuery)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import asyncpg
 from sqlalchemy import select, update
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account, AccountStatus
@@ -19,22 +16,11 @@ from app.accounts.service import current_account, recipient
 from app.clients.service import ClientInfo
 from app.consent.models import Consent, ConsentKind
 from app.core import audit
-from app.core.audit import AccessRow, Actor, AuditRow, LegalBasis, add_call_rows, disclose
-from app.core.batching import Coalescer
-from app.core.context import request_id_var
-from app.core.db import RAW_SERVER_SETTINGS
+from app.core.audit import AccessRow, Actor, AuditRow, LegalBasis, disclose
 from app.core.deps import AppContext
 from app.core.errors import InvalidInput, NotFound, Problem
 from app.core.jose import epoch, new_jti
-from app.core.journal import (
-    JOURNAL_CTES,
-    STATEMENT_TIMEOUT,
-    Journal,
-    JournalRows,
-    journal_params,
-    journal_rows,
-    unrecorded,
-)
+from app.core.journal import GroupCommitJournal, RecordedReads
 from app.core.notify import Notice, notify
 from app.core.schemas import fold_name
 from app.documents.service import document_status
@@ -87,127 +73,39 @@ class _Check:
     query: IdentityQuery
     given: dict[str, Any]
     now: dt.datetime
-    request_id: str | None
 
 
 _Outcome = tuple[str, dict[str, AttributeResult], _Record | None]
-# One round trip: the audit and access-log rows of the previous batch ($1, $2) and the
-# registry records of this one ($3).
-_PG_RECORD_AND_JOURNAL = JOURNAL_CTES + (  # noqa: S608 (constant text; every value is a bound parameter)
-    " SELECT c.id_number, c.full_name, c.date_of_birth, c.sex, c.phone, a.status, a.level FROM citizens c"
-    # The citizen's current account: the one not revoked, else the latest revoked (re-issue
-    # leaves the revoked one beside the new, app/accounts/service.py current_account).
+# The registry record of each ID number of a batch ($3): the citizen's current account is the
+# one not revoked, else the latest revoked (re-issue leaves the revoked one beside the new,
+# app/accounts/service.py current_account).
+_READ_RECORDS = (
+    "SELECT c.id_number, c.full_name, c.date_of_birth, c.sex, c.phone, a.status, a.level FROM citizens c"
     " LEFT JOIN LATERAL (SELECT status, level FROM accounts WHERE accounts.id_number = c.id_number"
     "  ORDER BY status = 'revoked', created_at DESC LIMIT 1) a ON true WHERE c.id_number = ANY($3::varchar[])"
 )
 
 
-class IdentityChecks(Coalescer[_Check, _Outcome]):
-    """Concurrent identity checks on PostgreSQL, in batches (app/core/batching.py explains the
-    principle). A check needs its registry record read, then its audit and access-log rows
-    committed, before it is answered: two round trips. They overlap with the neighbouring
-    batches: each statement commits the rows of the batch before and reads the records of
-    the batch after, so a busy process sends one statement per batch, not two. A check is
-    answered only after the statement holding its rows has committed. When the database
-    refuses a statement (nothing of it was written), its rows are written again one check at
-    a time, so that a refused row fails its own check only, and its reads are retried; when
-    the connection is lost or stalls, every check in the statement answers 503."""
+def _decide(check: _Check, found: Any) -> tuple[_Outcome, AuditRow, AccessRow | None]:
+    record = _Record(*found[1:]) if found is not None else None
+    result, attributes = compare(check.query, check.given, record)
+    return (result, attributes, record), *_identity_rows(check, result, record)
 
-    def __init__(self, dsn: str, journal: Journal, max_batch: int = 500) -> None:
-        super().__init__(unrecorded, max_batch)
-        # Its own connection: one statement is in flight at a time, and a pool's acquire and
-        # release would cost more CPU than the statement itself (bench/token.py).
-        self._dsn = dsn
-        self._conn: Any = None
-        self._journal = journal  # for writing rows one call at a time after a refusal
 
-    async def _drain(self) -> None:
-        # Checks decided in the previous round trip, whose rows the next one commits.
-        decided: list[tuple[JournalRows, asyncio.Future[_Outcome], _Outcome]] = []
-        batch: list[tuple[_Check, asyncio.Future[_Outcome]]] = []
-        try:
-            while self._pending or decided:
-                batch = self._take()
-                audits, accesses = journal_params([rows for rows, _, _ in decided])
-                wanted = list({check.query.id_number for check, _ in batch})
-                try:
-                    found = await self._statement(audits, accesses, wanted)
-                except asyncpg.PostgresError as exc:
-                    # Refused, so nothing of it was written. One refused row must not fail the
-                    # other calls: write the rows one call at a time, and read this batch again.
-                    log.error("identity checks: a statement was refused: %s", type(exc).__name__)
-                    if not decided:  # the reads alone were refused
-                        self._fail([done for _, done in batch])
-                    else:
-                        self._pending[0:0] = batch
-                        batch = []
-                        await self._write_each(decided)
-                    decided, batch = [], []
-                    continue
-                except Exception as exc:  # the connection is lost or stalled: nothing is known
-                    log.error("identity checks: a round trip failed: %s", type(exc).__name__)
-                    self._drop_connection()
-                    self._fail([done for _, done, _ in decided] + [done for _, done in batch])
-                    decided, batch = [], []
-                    continue
-                for _, done, outcome in decided:
-                    if not done.done():
-                        done.set_result(outcome)
-                records = {row[0]: _Record(*row[1:]) for row in found}
-                decided = []
-                for check, done in batch:
-                    record = records.get(check.query.id_number)
-                    result, attributes = compare(check.query, check.given, record)
-                    rows = journal_rows(*_identity_rows(check, result, record), check.request_id)
-                    decided.append((rows, done, (result, attributes, record)))
-                batch = []
-        finally:
-            self._fail([done for _, done, _ in decided] + [done for _, done in batch])
+class IdentityChecks(RecordedReads[_Check, _Outcome]):
+    """Concurrent identity checks on PostgreSQL: read and recorded in pipelined batches
+    (app/core/journal.py RecordedReads), a bank's hot path (bench/token.py)."""
 
-    async def _statement(self, audits: str, accesses: str, wanted: list[str]) -> list[Any]:
-        if self._conn is None or self._conn.is_closed():
-            self._conn = await asyncpg.connect(
-                self._dsn,
-                timeout=5,
-                server_settings={**RAW_SERVER_SETTINGS, "application_name": "eid-identity-checks"},
-            )
-        found: list[Any] = await self._conn.fetch(
-            _PG_RECORD_AND_JOURNAL, audits, accesses, wanted, timeout=STATEMENT_TIMEOUT
-        )
-        return found
-
-    async def _write_each(self, decided: list[tuple[JournalRows, asyncio.Future[_Outcome], _Outcome]]) -> None:
-        try:
-            outcomes = await self._journal.write_each([rows for rows, _, _ in decided])
-        except Exception as exc:  # the database is unreachable: nothing is known
-            log.error("identity checks: a round trip failed: %s", type(exc).__name__)
-            self._fail([done for _, done, _ in decided])
-            return
-        for (_, done, outcome), error in zip(decided, outcomes, strict=True):
-            if done.done():
-                continue
-            if error is None:
-                done.set_result(outcome)
-            else:
-                self._fail([done])
-
-    def _drop_connection(self) -> None:
-        """After a lost or stalled round trip, start again on a new connection (the next batch)."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.terminate()
-
-    async def close(self) -> None:
-        """Let the checks in flight finish, then close the connection."""
-        await super().close()
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+    def __init__(self, dsn: str, journal: GroupCommitJournal) -> None:
+        super().__init__(
+            "identity checks", dsn, journal, read_sql=_READ_RECORDS, key=lambda check: check.query.id_number,
+            decide=_decide,
+        )  # fmt: skip
 
 
 def start_identity_checks(ctx: AppContext) -> None:
     """On PostgreSQL, when serving: identity checks are batched (an extension of the context)."""
-    if ctx.raw_pool is not None and ctx.journal is not None:
+    if ctx.raw_pool is not None and isinstance(ctx.journal, GroupCommitJournal):
         ctx.add_extension(IdentityChecks(ctx.raw_dsn, ctx.journal))
 
 
@@ -260,12 +158,12 @@ async def verify_identity(
     given = query.model_dump(exclude={"id_number", "match"}, exclude_none=True)
     if not given:
         raise InvalidInput("Send at least one attribute to compare besides the ID number.")
-    check = _Check(caller, query, given, now, request_id_var.get())
+    check = _Check(caller, query, given, now)
     checks = ctx.extension(IdentityChecks)
     record: _Record | None
     if checks is not None:
         # PostgreSQL, a bank's hot path (bench/token.py): batched with concurrent calls.
-        result, attributes, record = await checks.submit(check)
+        result, attributes, record = await checks.read(check)
     else:
         async with ctx.sessionmaker() as session:
             found = (
@@ -280,14 +178,9 @@ async def verify_identity(
                     .limit(1)
                 )
             ).first()  # fmt: skip
-            record = _Record(*found) if found is not None else None
-            result, attributes = compare(query, given, record)
-            add_call_rows(session, *_identity_rows(check, result, record))
-            try:
-                await session.commit()
-            except SQLAlchemyError:
-                log.error("verify.identity could not be recorded; not answered")
-                raise unrecorded() from None
+        record = _Record(*found) if found is not None else None
+        result, attributes = compare(query, given, record)
+        await ctx.journal.write(*_identity_rows(check, result, record))
     if result != "match" or record is None:
         return IdentityResult(result=result, attributes=attributes, assurance_level=None, account_status=None)
     status = record.account_status or "none"

@@ -9,19 +9,19 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.routing import APIRoute
 
 from app.core.errors import Forbidden, install_error_handlers
-from app.core.hotpath import serve_hot_routes
+from app.core.hotpath import hot, serve_hot_routes
 from app.core.http import BodySizeLimit
 from app.core.observability import RequestContext
 from tests.support import Harness
 from tests.verify.test_verify_and_ekyc import bank
 
-hot = APIRouter()
+hot_router = APIRouter()
 
 
-@hot.post("/hot")
+@hot_router.post("/hot")
+@hot()
 async def hot_endpoint(request: Request) -> Response:
     what = request.query_params.get("raise")
     if what == "problem":
@@ -33,7 +33,8 @@ async def hot_endpoint(request: Request) -> Response:
     return Response(await request.body(), media_type="application/octet-stream", headers=routed)
 
 
-@hot.get("/hot-get")
+@hot_router.get("/hot-get")
+@hot()
 async def hot_get(request: Request) -> Response:
     return Response(b"got", headers={"x-routed": "yes"} if "endpoint" in request.scope else {})
 
@@ -64,7 +65,8 @@ def small_app() -> FastAPI:
     async def cold() -> dict[str, str]:
         return {"served": "by FastAPI"}
 
-    serve_hot_routes(app, [r for r in hot.routes if isinstance(r, APIRoute)])
+    app.include_router(hot_router)
+    serve_hot_routes(app)
     return app
 
 
