@@ -191,12 +191,12 @@ async def seed(settings: Settings) -> Seeded:
     """Keys, three clients, one citizen with an account and 10,000 registry records without one,
     through the app's own functions."""
     from app.accounts.models import Account, AccountStatus
+    from app.clients.service import create_client
     from app.core.audit import Actor
     from app.core.crypto import Keyring
     from app.core.db import make_engine, make_sessionmaker
     from app.core.keys import KeyStore
     from app.core.passwords import PasswordHasher
-    from app.clients.service import create_client
     from app.registry.idnumber import PROVINCES, Sex, make_id_number
     from app.registry.models import Citizen
 

@@ -12,8 +12,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from app.core.audit import Actor
 from app.clients.service import create_client
+from app.core.audit import Actor
 from tests.support import Harness
 
 REDIRECT = "https://portal.example.gov.vn/callback"
