@@ -26,10 +26,11 @@ from app.core.errors import OAuthError, invalid_token
 from app.core.hotpath import hot
 from app.core.jose import JwtRejected
 from app.documents.service import documents_claim
-from app.oidc import grants
 from app.oidc.bearer import token_is_live, verify_access_token
 from app.oidc.claims import ACR_LEVEL, SCOPE_CLAIMS, SUPPORTED_CLAIMS, registry_claims
 from app.oidc.client_auth import authenticate_client
+from app.oidc.grants import GRANT_TYPES
+from app.oidc.grants.base import revoke_grant
 from app.oidc.models import Grant, RefreshToken, RevokedAccessToken
 from app.oidc.provider import Provider, get_provider
 from app.registry.models import Citizen
@@ -78,19 +79,12 @@ async def token(request: Request) -> Response:
     grant_type = form.get("grant_type")
     if not grant_type:
         raise OAuthError("invalid_request", "grant_type is required.")
-    if grant_type not in ("authorization_code", "refresh_token", "client_credentials"):
+    grant = GRANT_TYPES.get(grant_type)
+    if grant is None:
         raise OAuthError("unsupported_grant_type", f"{grant_type} is not supported.")
     if grant_type not in client.grant_types:
         raise OAuthError("unauthorized_client", f"This client may not use {grant_type}.")
-    if grant_type == "client_credentials":
-        body = await grants.client_credentials_grant(provider, client, form, now)
-    else:
-        async with provider.ctx.sessionmaker() as session:
-            if grant_type == "authorization_code":
-                body = await grants.authorization_code_grant(provider, session, client, form, now)
-            else:
-                body = await grants.refresh_token_grant(provider, session, client, form, now)
-    return json_response(body, headers=NO_STORE)
+    return json_response(await grant.respond(provider, client, form, now), headers=NO_STORE)
 
 
 @router.post("/introspect", summary="Token introspection (RFC 7662)")
@@ -180,9 +174,7 @@ async def revoke(request: Request) -> Response:
         rt = await session.get(RefreshToken, provider.ctx.keyring.keyed_hash("refresh-token", token_value))
         if rt is not None and rt.client_id == client.client_id:
             # Revoking a refresh token ends its grant, and with it the access tokens (RFC 7009 §2.1).
-            await grants.revoke_grant(
-                session, rt.grant_id, "client_revocation", now, actor=Actor("client", client.client_id)
-            )
+            await revoke_grant(session, rt.grant_id, "client_revocation", now, actor=Actor("client", client.client_id))
             await session.commit()
     return ok
 
