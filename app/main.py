@@ -34,11 +34,11 @@ from app.core.sms import delivery_loop, make_email_gateway, make_gateway
 from app.documents.router import admin as documents_admin_router
 from app.documents.router import agency as documents_router
 from app.documents.router import me as documents_me_router
-from app.oidc.authorize import router as authorize_router
 from app.oidc.bearer import resolve_client_token
 from app.oidc.endpoints import router as oidc_router
 from app.oidc.logout import logout_delivery_loop
 from app.oidc.logout import router as logout_router
+from app.oidc.pages import router as authorize_router
 from app.oidc.startup import start_provider
 from app.registry.router import router as registry_router
 from app.sharing.router import me as sharing_me_router

@@ -27,10 +27,10 @@ from app.core.db import note_revocation
 from app.core.jose import JwtRejected, epoch, new_jti, verify_jwt
 from app.core.outbox import deliver_due
 from app.core.pages import locale_from, page_locale
-from app.oidc.authorize import error_page, pages, render
 from app.oidc.claims import pairwise_sub
 from app.oidc.endpoints import read_form
 from app.oidc.models import Grant, LogoutNotification
+from app.oidc.pages import error_page, pages, render
 from app.oidc.provider import Provider, get_provider
 from app.oidc.sessions import clear_session_cookie, current_login_session
 
