@@ -101,18 +101,21 @@ def migrate(revision: Annotated[str, typer.Argument(help="Target revision.")] = 
 
 @cli.command("seed-demo")
 def seed_demo() -> None:
-    """Load the demo registry, accounts and officer (idempotent; refused in production)."""
-    from app.admin.seed import seed_demo as seed
+    """Load the default demo fixtures (registry, accounts, clients, documents, an officer):
+    idempotent, refused in production. The same data as `eid serve --demo`."""
     from app.core.config import Environment
+    from app.demo.fixtures import load_fixtures
+    from app.demo.seed import seed_fixtures
 
     settings = load_settings_or_exit()
     if settings.env is Environment.production:
         typer.echo("refusing to load demo data when EID_ENV=production", err=True)
         raise typer.Exit(2)
+    fixtures, _ = load_fixtures(None)
 
     async def go(ctx: Any) -> list[str]:
         async with ctx.sessionmaker() as session:
-            return await seed(session, ctx)
+            return await seed_fixtures(session, ctx, fixtures, demo_keys=False)
 
     for line in _run(go):
         typer.echo(line)
@@ -247,9 +250,9 @@ def create_client(
     """Register a relying party; prints its client_id and secret (shown once)."""
     import json
 
+    from app.clients.service import create_client as register
     from app.core.audit import Actor
     from app.core.errors import Problem
-    from app.clients.service import create_client as register
 
     grants = grant or ["authorization_code", "refresh_token"]
     scopes = scope or ["openid", "profile"]
@@ -302,7 +305,7 @@ def rotate_keys() -> None:
 @cli.command("purge-expired")
 def purge_expired() -> None:
     """Delete expired sessions, codes, tokens and challenges (run it daily; audit rows stay)."""
-    from app.admin.housekeeping import purge_expired as purge
+    from app.maintenance import purge_expired as purge
 
     async def go(ctx: Any) -> dict[str, int]:
         async with ctx.sessionmaker() as session:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from redis.asyncio import Redis
-from sqlalchemy import BigInteger, Integer, String, delete
+from sqlalchemy import BigInteger, Integer, String
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
@@ -163,11 +163,6 @@ class DatabaseRateLimiter:
 
     async def close(self) -> None:
         return None
-
-
-async def purge_ended_windows(session: AsyncSession, now: dt.datetime) -> int:
-    result = await session.execute(delete(RateLimit).where(RateLimit.expires_at < now))
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def make_rate_limiter(

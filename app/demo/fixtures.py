@@ -80,9 +80,22 @@ class ClientFixture(_Strict):
     can_introspect_any: bool = False
 
 
+class StaffFixture(_Strict):
+    username: Annotated[str, Field(pattern=r"^[a-z0-9._-]{3,64}$")]
+    display_name: Annotated[str, Field(min_length=1, max_length=200)]
+    password: Annotated[str, Field(min_length=8, max_length=128)]
+    scopes: list[
+        Literal[
+            "officer:registry", "admin:registry", "officer:accounts", "officer:approve", "admin:accounts",
+            "audit:read", "admin:clients",
+        ]
+    ] = Field(min_length=1)  # fmt: skip
+
+
 class Fixtures(_Strict):
     citizens: list[CitizenFixture] = []
     clients: list[ClientFixture] = []
+    staff: list[StaffFixture] = []
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,18 @@ def check_record(record: CitizenIn) -> None:
 async def upsert_citizen(
     session: AsyncSession, record: CitizenIn, *, actor: Actor, now: dt.datetime
 ) -> tuple[Citizen, bool]:
-    """Create or correct one record; returns (citizen, created)."""
+    """Create or correct one record, in its own transaction; returns (citizen, created)."""
+    citizen, created = await write_citizen(session, record, actor=actor, now=now)
+    await session.commit()
+    return citizen, created
+
+
+async def write_citizen(
+    session: AsyncSession, record: CitizenIn, *, actor: Actor, now: dt.datetime
+) -> tuple[Citizen, bool]:
+    """Create or correct one record in the caller's transaction (audited): the one way a single
+    record is written (the API, the demo seed). The bulk importer writes the same columns in
+    batches (app/registry/importer.py), and validates rows by the same rules."""
     check_record(record)
     citizen = await session.get(Citizen, record.id_number)
     created = citizen is None
@@ -69,7 +80,6 @@ async def upsert_citizen(
         now=now,
         target_id_number=record.id_number,
     )
-    await session.commit()
     return citizen, created
 
 

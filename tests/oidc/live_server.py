@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO_CITIZEN = "001090123456"  # Nguyễn Văn An, level 1 (app/admin/seed.py)
+DEMO_CITIZEN = "001090123456"  # Nguyễn Văn An, level 1 (app/demo/data/default-fixtures.yaml)
 DEMO_PASSWORD = "demo-eid-citizen-2026"
 
 

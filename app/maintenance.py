@@ -1,4 +1,5 @@
-"""Deleting what has expired and can no longer matter (run `eid purge-expired` from cron).
+"""Deleting what has expired and can no longer matter (run `eid purge-expired` from cron): an
+operation over every domain's tables, so it sits with the application, above the domains.
 
 Audit rows are never purged here; they are append-only."""
 
@@ -9,8 +10,9 @@ import datetime as dt
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accounts.models import CitizenSession, OtpChallenge
+from app.accounts.models import CitizenSession, ClaimApproval, OtpChallenge, OtpFailure
 from app.admin.models import StaffSession
+from app.core.ratelimit import RateLimit
 from app.documents.models import IdempotencyRecord
 from app.oidc.models import (
     AuthorizationCode,
@@ -36,6 +38,10 @@ async def purge_expired(session: AsyncSession, now: dt.datetime) -> dict[str, in
         ("revoked_access_tokens", delete(RevokedAccessToken).where(RevokedAccessToken.expires_at < now)),
         ("used_assertions", delete(UsedAssertion).where(UsedAssertion.expires_at < now)),
         ("otp_challenges", delete(OtpChallenge).where(OtpChallenge.expires_at < cutoff)),
+        # Wrong codes count for EID_OTP_FAILURE_WINDOW_HOURS (at most 30 days).
+        ("otp_failures", delete(OtpFailure).where(OtpFailure.at < now - dt.timedelta(days=31))),
+        ("claim_approvals", delete(ClaimApproval).where(ClaimApproval.expires_at < cutoff)),
+        ("rate_limits", delete(RateLimit).where(RateLimit.expires_at < now)),
         ("citizen_sessions", delete(CitizenSession).where(CitizenSession.expires_at < cutoff)),
         ("staff_sessions", delete(StaffSession).where(StaffSession.expires_at < cutoff)),
         ("idempotency_keys", delete(IdempotencyRecord).where(IdempotencyRecord.expires_at < now)),

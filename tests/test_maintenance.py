@@ -1,6 +1,6 @@
 import datetime as dt
 
-from app.admin.housekeeping import purge_expired
+from app.maintenance import purge_expired
 from tests.support import Harness
 
 
