@@ -37,6 +37,7 @@ from app.core import notify
 from app.core.db import SessionDep
 from app.core.deps import CtxDep
 from app.core.http import json_body_only
+from app.core.schemas import IdNumber
 from app.registry.models import Citizen
 
 public = APIRouter(prefix="/accounts", tags=["accounts"], dependencies=[json_body_only])
@@ -154,7 +155,7 @@ async def my_notifications(
 
 # --- officers ---------------------------------------------------------------------------------
 
-IdNumberPath = Annotated[str, Path(pattern=r"^\d{12}$")]
+IdNumberPath = Annotated[IdNumber, Path(description="The 12-digit personal ID number")]
 
 
 @officer.get("/accounts/by-id-number/{id_number}", response_model=AccountOut, summary="Find a citizen's account")

@@ -11,6 +11,7 @@ from app.core.db import SessionDep
 from app.core.deps import CtxDep
 from app.core.http import json_body_only
 from app.core.privacy import mask_id_number
+from app.core.schemas import IdNumber
 
 router = APIRouter(tags=["staff"], dependencies=[json_body_only])
 
@@ -31,7 +32,7 @@ async def audit_events(
     session: SessionDep,
     before_id: Annotated[int | None, Query(ge=1)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    id_number: Annotated[str | None, Query(pattern=r"^\d{12}$")] = None,
+    id_number: Annotated[IdNumber | None, Query()] = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
 ) -> AuditPage:
     target = mask_id_number(id_number) if id_number else None

@@ -74,8 +74,15 @@ def _birth_date(value: dt.date) -> dt.date:
     return value
 
 
+def is_id_number(value: str) -> bool:
+    """The shape of a personal ID number: exactly 12 ASCII digits (Decree 137/2015/NĐ-CP art. 13;
+    the Law on Identification 2023 art. 12 keeps it). What the digits mean (province, century
+    and sex, year) is the registry's: app/registry/idnumber.py."""
+    return len(value) == 12 and value.isascii() and value.isdigit()
+
+
 def _id_number(value: str) -> str:
-    if len(value) != 12 or not value.isascii() or not value.isdigit():
+    if not is_id_number(value):
         raise ValueError("must be exactly 12 digits")
     return value
 
@@ -94,7 +101,10 @@ Text = Annotated[str, StringConstraints(max_length=500), AfterValidator(clean_te
 Name = Annotated[str, StringConstraints(max_length=200), AfterValidator(clean_text)]
 Phone = Annotated[str, StringConstraints(max_length=20), AfterValidator(normalise_phone)]
 Email = Annotated[str, StringConstraints(max_length=254), AfterValidator(clean_text), AfterValidator(_email)]
-IdNumber = Annotated[str, StringConstraints(max_length=12, min_length=12), AfterValidator(_id_number)]
+# The 12-digit rule as a type: bodies, query and path parameters, fixtures.
+IdNumber = Annotated[
+    str, StringConstraints(max_length=12, min_length=12, pattern=r"^[0-9]{12}$"), AfterValidator(_id_number)
+]
 BirthDate = Annotated[dt.date, AfterValidator(_birth_date)]
 Reason = Annotated[str, StringConstraints(max_length=500), AfterValidator(clean_text)]
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.accounts.schemas import DOCUMENT_FORMATS, DocumentType
 from app.core.passwords import password_problems
-from app.core.schemas import normalise_phone
+from app.core.schemas import IdNumber, normalise_phone
 from app.registry.idnumber import RULE_MESSAGES, Sex, id_number_violations
 
 
@@ -48,7 +48,7 @@ class CitizenFixture(_Strict):
     key: Annotated[
         str, Field(pattern=r"^[a-z0-9_-]{1,40}$", description="A short name tests use to refer to this citizen.")
     ]
-    id_number: Annotated[str, Field(pattern=r"^\d{12}$")]
+    id_number: IdNumber
     full_name: Annotated[str, Field(min_length=1, max_length=200)]
     date_of_birth: dt.date
     sex: Sex

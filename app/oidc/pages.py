@@ -36,6 +36,7 @@ from app.core.pages import (
     set_device_cookie,
 )
 from app.core.passwords import rule_message
+from app.core.schemas import is_id_number
 from app.oidc import authorization as flow
 from app.oidc.endpoints import read_form
 from app.oidc.i18n import TEXT
@@ -175,7 +176,7 @@ def _login_form(
 ) -> Response:
     return render(
         request, "login.html", _locale(request, req), status, next_url=f"/login?req={req.id}", req=req.id,
-        csrf=req.csrf, client_name=client_name, login_hint=id_number if id_number.isdigit() and len(id_number) == 12 else "",
+        csrf=req.csrf, client_name=client_name, login_hint=id_number if is_id_number(id_number) else "",
         error=error,
     )  # fmt: skip
 
@@ -187,7 +188,7 @@ async def login_submit(request: Request) -> Response:
     form = await read_form(request)
     now = ctx.clock.now()
     id_number, password = form.get("id_number", "").strip(), form.get("password", "")
-    well_formed = len(id_number) == 12 and id_number.isascii() and id_number.isdigit()
+    well_formed = is_id_number(id_number)
     if well_formed:
         # Counted before anything else opens a transaction (app/core/ratelimit.py).
         try:

@@ -11,6 +11,8 @@ import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
 
+from app.core.schemas import is_id_number
+
 PROVINCES: dict[str, str] = {
     "001": "Hà Nội", "002": "Hà Giang", "004": "Cao Bằng", "006": "Bắc Kạn", "008": "Tuyên Quang",
     "010": "Lào Cai", "011": "Điện Biên", "012": "Lai Châu", "014": "Sơn La", "015": "Yên Bái",
@@ -60,7 +62,7 @@ class IdNumberParts:
 
 def parse_id_number(id_number: str) -> IdNumberParts | None:
     """The encoded parts, or None when the number is not 12 digits from a known province."""
-    if len(id_number) != 12 or not id_number.isascii() or not id_number.isdigit():
+    if not is_id_number(id_number):
         return None
     if id_number[:3] not in PROVINCES:
         return None
@@ -80,7 +82,7 @@ def id_number_violations(
 
     Without sex or birth date only the structural rules are checked.
     """
-    if len(id_number) != 12 or not id_number.isascii() or not id_number.isdigit():
+    if not is_id_number(id_number):
         return [IdRule.digits]
     violations: list[IdRule] = []
     if id_number[:3] not in PROVINCES:

@@ -7,13 +7,14 @@ from fastapi import APIRouter, Path, Response
 from app.core.db import SessionDep
 from app.core.deps import CtxDep
 from app.core.http import json_body_only
+from app.core.schemas import IdNumber
 from app.registry import service
 from app.registry.auth import RegistryAdmin, RegistryReader
 from app.registry.schemas import CitizenIn, CitizenOut
 
 router = APIRouter(prefix="/registry", tags=["registry"], dependencies=[json_body_only])
 
-IdNumberPath = Annotated[str, Path(pattern=r"^\d{12}$", description="The 12-digit personal ID number")]
+IdNumberPath = Annotated[IdNumber, Path(description="The 12-digit personal ID number")]
 
 
 @router.put("/citizens", response_model=CitizenOut, summary="Create or correct a registry record")
