@@ -11,7 +11,7 @@ the framework's own ceiling measured in the same processes:
 Run one process per core, each binding its own listening socket with ``SO_REUSEPORT`` so the
 kernel spreads connections between them by a hash (splits of 50 connections from 25/25 to
 15/35 were seen; bench/token.py prints each), where ``uvicorn --workers N`` shares one accept
-queue and gave 48/2 splits (REFERENCE.md):
+queue and gave 48/2 splits (docs/facts.md §5):
 
     python -m bench.token_app --port 8100 --ready-file /tmp/ready.1 &
     python -m bench.token_app --port 8100 --ready-file /tmp/ready.2 &

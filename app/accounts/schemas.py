@@ -80,7 +80,7 @@ class DocumentType(StrEnum):
     social_insurance = "social_insurance"
 
 
-# REFERENCE.md "Local formats": licence 12 digits; health insurance 2 letters + 1 digit +
+# docs/facts.md §3: licence 12 digits; health insurance 2 letters + 1 digit +
 # 2-digit province + 10-digit social-insurance number; social insurance book 10 digits;
 # vehicle plates such as 30A-123.45.
 DOCUMENT_FORMATS: dict[DocumentType, re.Pattern[str]] = {

@@ -1,5 +1,5 @@
 """Signing keys: kept in the database with the private part sealed by the key-encryption key,
-loaded once into key objects (parsing a PEM per signature costs ~40 ms, REFERENCE.md), and
+loaded once into key objects (parsing a PEM per signature costs ~40 ms, docs/facts.md §5), and
 refreshed from the database every few seconds so that every replica sees rotations.
 
 Life of a key: created and published in JWKS at once; signs from ``activates_at`` (the newest

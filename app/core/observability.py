@@ -20,7 +20,7 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 # Request IDs need to be unique, not secret: a random prefix per process and a counter (no
-# system call per request; REFERENCE.md has what system calls cost on these machines).
+# system call per request: docs/facts.md §5).
 _ID_PREFIX = secrets.token_hex(8)
 _ID_COUNTER = itertools.count(1)
 

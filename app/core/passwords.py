@@ -1,6 +1,6 @@
 """Password hashing (argon2id via passlib's CryptContext) and the NIST SP 800-63B policy.
 
-Hashing costs ~24 ms of CPU (REFERENCE.md: ~42 verifies/s/core), so it always runs in a
+Hashing costs ~24 ms of CPU (docs/facts.md §5: ~42 verifies/s/core), so it always runs in a
 worker thread, never on the event loop.
 """
 

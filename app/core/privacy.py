@@ -10,7 +10,7 @@ _PHONE_RE = re.compile(r"\+84\d{6}(\d{3})\b")
 
 
 def mask_id_number(id_number: str) -> str:
-    """``001099012345`` → ``001*******45`` (REFERENCE.md: display masked except to owner/officers)."""
+    """``001099012345`` → ``001*******45`` (docs/facts.md §1: displayed masked except to its owner and officers)."""
     if len(id_number) != 12:
         return "*" * len(id_number)
     return id_number[:3] + "*" * 7 + id_number[-2:]

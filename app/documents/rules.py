@@ -16,7 +16,7 @@ LICENCE_CLASSES = frozenset(
 VEHICLE_KINDS = frozenset({"motorcycle", "car", "truck", "bus", "trailer", "other"})
 
 # Which types carry a category, and from which set. Health insurance has none: the beneficiary
-# code is the first two letters of the card number (REFERENCE.md "Local formats").
+# code is the first two letters of the card number (docs/facts.md §3).
 CATEGORIES: dict[DocumentType, frozenset[str] | None] = {
     DocumentType.driving_licence: LICENCE_CLASSES,
     DocumentType.vehicle_registration: VEHICLE_KINDS,

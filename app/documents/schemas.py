@@ -16,7 +16,7 @@ IssueDate = Annotated[dt.date, Field(ge=dt.date(1950, 1, 1))]
 
 
 class DocumentIn(StrictModel):
-    """A document an agency issues (REFERENCE.md "Local formats" for the numbers)."""
+    """A document an agency issues (docs/facts.md §3 for the numbers)."""
 
     type: DocumentType
     number: DocumentNumber

@@ -2,7 +2,7 @@
 (RFC 7009), userinfo (OIDC Core §5.3), discovery (OIDC Discovery, RFC 8414) and JWKS.
 
 They take the raw ``Request``, parse the form body themselves and answer prebuilt JSON:
-FastAPI's per-parameter machinery costs more than ES256 signing (REFERENCE.md).
+FastAPI's per-parameter machinery costs more than ES256 signing (docs/facts.md §5).
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ async def access_token(
         claims |= {"gid": str(grant.id), "auth_time": epoch(grant.auth_time), "acr": grant.acr}
     if act_sub:
         claims["act"] = {"sub": act_sub}
-    # ES256 for the high-volume token (REFERENCE.md: ~27 µs to sign with a key object).
+    # ES256 for the high-volume token (docs/facts.md §5: ~27 µs to sign with a key object).
     return await provider.keys.sign(claims, "ES256", now, typ="at+jwt"), ttl
 
 
