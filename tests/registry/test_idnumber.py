@@ -12,7 +12,7 @@ serials = st.integers(min_value=0, max_value=999_999)
 
 
 def test_reference_example() -> None:
-    # REFERENCE.md: 001099012345 is a man born in 1999 whose birth was registered in Hà Nội.
+    # docs/facts.md §1: 001099012345 is a man born in 1999 whose birth was registered in Hà Nội.
     parts = parse_id_number("001099012345")
     assert parts is not None
     assert (parts.province, parts.century, parts.sex, parts.year_digits) == ("001", 1900, Sex.male, 99)
