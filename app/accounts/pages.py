@@ -8,17 +8,20 @@ the registry holds.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from fastapi import APIRouter, Request
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import RedirectResponse, Response
 
 from app.accounts import registration
 from app.accounts.errors import OtpInvalid, OtpLocked, RegistrationNotCompleted, WeakPassword
+from app.accounts.models import OtpChallenge
 from app.accounts.schemas import PasswordResetStart, RegistrationStart
 from app.core.deps import AppContext, get_ctx
 from app.core.errors import RateLimited
@@ -109,6 +112,17 @@ TEXT: dict[str, dict[str, str]] = {
 pages = Pages(Path(__file__).parent / "templates", TEXT)
 
 
+# The form fields these pages ask for, and how browsers should treat them (WCAG 2.1 §1.3.5).
+_FIELDS: dict[str, dict[str, Any]] = {
+    "id_number": {"autocomplete": "username", "inputmode": "numeric", "maxlength": 12},
+    "full_name": {"autocomplete": "name", "maxlength": 200},
+    "date_of_birth": {"type": "date", "autocomplete": "bday"},
+    "phone": {"type": "tel", "autocomplete": "tel", "maxlength": 20},
+    "code": {"autocomplete": "one-time-code", "inputmode": "numeric", "maxlength": 6},
+    "new_password": {"type": "password", "autocomplete": "new-password", "maxlength": 1024},
+}
+
+
 @dataclass
 class Field:
     name: str
@@ -121,6 +135,17 @@ class Field:
     error: str | None = None
 
 
+def _fields(
+    locale: str, names: tuple[str, ...], values: dict[str, str], errors: dict[str, str], min_length: int
+) -> list[Field]:
+    t = TEXT[locale]
+    return [
+        Field(name, t[name].format(min=min_length), value=values.get(name, "") if "password" not in name else "",
+              error=errors.get(name), **_FIELDS[name])
+        for name in names
+    ]  # fmt: skip
+
+
 def _req_param(value: str | None) -> str:
     """The authorization request the citizen came from (to send them back to sign in)."""
     return value if value and len(value) <= 64 and value.replace("-", "").replace("_", "").isalnum() else ""
@@ -129,34 +154,6 @@ def _req_param(value: str | None) -> str:
 def _links(locale: str, req: str) -> list[tuple[str, str]]:
     t = TEXT[locale]
     return [(t["back_to_login"], f"/login?req={req}")] if req else [(t["home"], "/")]
-
-
-def _form_page(
-    request: Request,
-    ctx: AppContext,
-    form_name: str,
-    *,
-    heading: str,
-    action: str,
-    fields: list[Field],
-    submit: str,
-    req: str,
-    hidden: dict[str, str] | None = None,
-    intro: str | None = None,
-    notice: str | None = None,
-    error: str | None = None,
-    status: int = 200,
-    next_url: str | None = None,
-) -> Response:
-    locale = page_locale(request)
-    device = device_of(request) or new_device()
-    response = pages.render(
-        request, "form.html", locale, status, next_url=next_url, heading=heading, intro=intro, notice=notice,
-        error=error, action=action, fields=fields, submit=submit, csrf=form_csrf(ctx.keyring, device, form_name),
-        hidden={"req": req, **(hidden or {})}, links=_links(locale, req),
-    )  # fmt: skip
-    set_device_cookie(response, ctx.settings, device)
-    return response
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -187,217 +184,148 @@ async def home(request: Request) -> Response:
     return pages.render(request, "home.html", page_locale(request))
 
 
-# --- registration ----------------------------------------------------------------------------
+# --- the two SMS-code flows: registration and password reset ---------------------------------
 
 
-def _registration_fields(locale: str, values: dict[str, str], errors: dict[str, str]) -> list[Field]:
-    t = TEXT[locale]
-    return [
-        Field("id_number", t["id_number"], value=values.get("id_number", ""), autocomplete="username",
-              inputmode="numeric", maxlength=12, error=errors.get("id_number")),
-        Field("full_name", t["full_name"], value=values.get("full_name", ""), autocomplete="name", maxlength=200,
-              error=errors.get("full_name")),
-        Field("date_of_birth", t["date_of_birth"], type="date", value=values.get("date_of_birth", ""),
-              autocomplete="bday", error=errors.get("date_of_birth")),
-        Field("phone", t["phone"], type="tel", value=values.get("phone", ""), autocomplete="tel", maxlength=20,
-              error=errors.get("phone")),
-    ]  # fmt: skip
+Start = Callable[[AsyncSession, AppContext, Any], Awaitable[OtpChallenge]]
+Complete = Callable[[AsyncSession, AppContext, uuid.UUID, dict[str, str]], Awaitable[None]]
 
 
-@router.get("/register")
-async def register_page(request: Request, req: str = "") -> Response:
-    ctx, locale = get_ctx(request), page_locale(request)
-    t = TEXT[locale]
-    return _form_page(
-        request, ctx, "register", heading=t["register_heading"], intro=t["register_intro"], action="/register",
-        fields=_registration_fields(locale, {}, {}), submit=t["continue"], req=_req_param(req),
-    )  # fmt: skip
+@dataclass(frozen=True)
+class CodeFlow:
+    """A page asking for details (which start an SMS challenge), then a page asking for the code
+    (and what completes the flow), then a done page. Text keys are in TEXT."""
 
+    name: str
+    path: str
+    fields: tuple[str, ...]
+    model: type[BaseModel]
+    start: Start
+    code_fields: tuple[str, ...]
+    complete: Complete
+    heading: str
+    intro: str
+    code_heading: str
+    sent: str
+    done_heading: str
+    done: str
 
-@router.post("/register")
-async def register_submit(request: Request) -> Response:
-    ctx, locale = get_ctx(request), page_locale(request)
-    t = TEXT[locale]
-    form = await _form(request)
-    req = _req_param(form.get("req"))
-    if not csrf_ok(ctx.keyring, request, "register", form.get("csrf")):
-        return _refused(request, locale, pages.words(locale)["csrf_failed"], 403, req)
-    values = {k: form.get(k, "") for k in ("id_number", "full_name", "date_of_birth", "phone")}
-    try:
-        body = RegistrationStart.model_validate(values)
-    except ValidationError as exc:
-        return _form_page(
-            request, ctx, "register", heading=t["register_heading"], intro=t["register_intro"], action="/register",
-            fields=_registration_fields(locale, values, _field_errors(exc, locale)), submit=t["continue"], req=req,
-            status=422, next_url=f"/register?req={req}",
+    def page(
+        self, request: Request, ctx: AppContext, *, step: str, req: str, values: dict[str, str] | None = None,
+        errors: dict[str, str] | None = None, error: str | None = None, status: int = 200, challenge: str = "",
+    ) -> Response:  # fmt: skip
+        """The details page (step "start") or the code page (step "code"), bound to this browser."""
+        locale = page_locale(request)
+        t = TEXT[locale]
+        device = device_of(request) or new_device()
+        code = step == "code"
+        names = self.code_fields if code else self.fields
+        response = pages.render(
+            request, "form.html", locale, status,
+            next_url=f"{self.path}/code?c={challenge}&req={req}" if code else f"{self.path}?req={req}",
+            heading=t[self.code_heading if code else self.heading], intro=None if code else t[self.intro],
+            notice=t[self.sent] if code and status == 200 else None, error=error,
+            action=f"{self.path}/code" if code else self.path,
+            fields=_fields(locale, names, values or {}, errors or {}, ctx.settings.password_min_length),
+            submit=t["confirm" if code else "continue"], csrf=form_csrf(ctx.keyring, device, f"{self.name}-{step}"),
+            hidden={"req": req, **({"c": challenge} if code else {})}, links=_links(locale, req),
         )  # fmt: skip
-    async with ctx.sessionmaker() as session:
+        set_device_cookie(response, ctx.settings, device)
+        return response
+
+    async def show_start(self, request: Request, req: str = "") -> Response:
+        return self.page(request, get_ctx(request), step="start", req=_req_param(req))
+
+    async def submit_start(self, request: Request) -> Response:
+        ctx, locale = get_ctx(request), page_locale(request)
+        form = await _form(request)
+        req = _req_param(form.get("req"))
+        if not csrf_ok(ctx.keyring, request, f"{self.name}-start", form.get("csrf")):
+            return _refused(request, locale, pages.words(locale)["csrf_failed"], 403, req)
+        values = {k: form.get(k, "") for k in self.fields}
         try:
-            challenge = await registration.start_registration(session, ctx, body)
-        except OtpLocked as exc:
-            return _refused(request, locale, t["otp_locked"], 429, req, exc)
-        except RateLimited as exc:
-            return _refused(request, locale, pages.words(locale)["too_many"], 429, req, exc)
-    return RedirectResponse(f"/register/code?c={challenge.id}&req={quote(req)}", status_code=303)
+            body = self.model.model_validate(values)
+        except ValidationError as exc:
+            errors = _field_errors(exc, locale)
+            return self.page(request, ctx, step="start", req=req, values=values, errors=errors, status=422)
+        async with ctx.sessionmaker() as session:
+            try:
+                challenge = await self.start(session, ctx, body)
+            except OtpLocked as exc:
+                return _refused(request, locale, TEXT[locale]["otp_locked"], 429, req, exc)
+            except RateLimited as exc:
+                return _refused(request, locale, pages.words(locale)["too_many"], 429, req, exc)
+        return RedirectResponse(f"{self.path}/code?c={challenge.id}&req={quote(req)}", status_code=303)
 
+    async def show_code(self, request: Request, c: str = "", req: str = "") -> Response:
+        return self.page(request, get_ctx(request), step="code", req=_req_param(req), challenge=c[:36])
 
-def _code_fields(locale: str, errors: dict[str, str], *, with_password: int | None = None) -> list[Field]:
-    t = TEXT[locale]
-    fields = [
-        Field(
-            "code", t["code"], inputmode="numeric", autocomplete="one-time-code", maxlength=6, error=errors.get("code")
-        )
-    ]
-    if with_password is not None:
-        fields.append(
-            Field("new_password", t["new_password"].format(min=with_password), type="password",
-                  autocomplete="new-password", maxlength=1024, error=errors.get("new_password"))
-        )  # fmt: skip
-    return fields
-
-
-def _challenge(value: str | None) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value or "")
-    except ValueError:
-        return None
-
-
-@router.get("/register/code")
-async def register_code_page(request: Request, c: str = "", req: str = "") -> Response:
-    ctx, locale = get_ctx(request), page_locale(request)
-    t = TEXT[locale]
-    return _form_page(
-        request, ctx, "register-code", heading=t["code_heading"], notice=t["sent"], action="/register/code",
-        fields=_code_fields(locale, {}), submit=t["confirm"], req=_req_param(req), hidden={"c": c[:36]},
-    )  # fmt: skip
-
-
-@router.post("/register/code")
-async def register_code_submit(request: Request) -> Response:
-    ctx, locale = get_ctx(request), page_locale(request)
-    t = TEXT[locale]
-    form = await _form(request)
-    req, challenge_id, code = _req_param(form.get("req")), _challenge(form.get("c")), form.get("code", "").strip()
-    if not csrf_ok(ctx.keyring, request, "register-code", form.get("csrf")):
-        return _refused(request, locale, pages.words(locale)["csrf_failed"], 403, req)
-    here = f"/register/code?c={challenge_id}&req={req}"
-    if challenge_id is None or not (len(code) == 6 and code.isascii() and code.isdigit()):
-        return _form_page(
-            request, ctx, "register-code", heading=t["code_heading"], action="/register/code",
-            fields=_code_fields(locale, {"code": t["bad_code"]}), submit=t["confirm"], req=req,
-            hidden={"c": str(challenge_id or "")}, status=422, next_url=here,
-        )  # fmt: skip
-    async with ctx.sessionmaker() as session:
+    async def submit_code(self, request: Request) -> Response:
+        ctx, locale = get_ctx(request), page_locale(request)
+        t = TEXT[locale]
+        form = await _form(request)
+        req, code = _req_param(form.get("req")), form.get("code", "").strip()
         try:
-            await registration.verify_registration(session, ctx, challenge_id, code)
-        except OtpLocked as exc:
-            return _refused(request, locale, t["otp_locked"], 429, req, exc)
-        except OtpInvalid:
-            return _form_page(
-                request, ctx, "register-code", heading=t["code_heading"], action="/register/code",
-                fields=_code_fields(locale, {}), submit=t["confirm"], req=req, hidden={"c": str(challenge_id)},
-                error=t["otp_invalid"], status=400, next_url=here,
+            challenge_id: uuid.UUID | None = uuid.UUID(form.get("c", ""))
+        except ValueError:
+            challenge_id = None
+        if not csrf_ok(ctx.keyring, request, f"{self.name}-code", form.get("csrf")):
+            return _refused(request, locale, pages.words(locale)["csrf_failed"], 403, req)
+
+        def again(errors: dict[str, str], error: str | None, status: int) -> Response:
+            return self.page(
+                request, ctx, step="code", req=req, errors=errors, error=error, status=status,
+                challenge=str(challenge_id or ""),
             )  # fmt: skip
-        except RegistrationNotCompleted:
-            return _refused(request, locale, t["not_completed"], 409, req)
-    return pages.message(
-        request, locale, t["registered"], status=200, heading=t["registered_heading"], is_error=False,
-        links=_links(locale, req), next_url="/",
-    )  # fmt: skip
 
-
-# --- password reset --------------------------------------------------------------------------
-
-
-def _reset_fields(locale: str, values: dict[str, str], errors: dict[str, str]) -> list[Field]:
-    t = TEXT[locale]
-    return [
-        Field("id_number", t["id_number"], value=values.get("id_number", ""), autocomplete="username",
-              inputmode="numeric", maxlength=12, error=errors.get("id_number")),
-        Field("phone", t["phone"], type="tel", value=values.get("phone", ""), autocomplete="tel", maxlength=20,
-              error=errors.get("phone")),
-    ]  # fmt: skip
-
-
-@router.get("/password-reset")
-async def reset_page(request: Request, req: str = "") -> Response:
-    ctx, locale = get_ctx(request), page_locale(request)
-    t = TEXT[locale]
-    return _form_page(
-        request, ctx, "reset", heading=t["reset_heading"], intro=t["reset_intro"], action="/password-reset",
-        fields=_reset_fields(locale, {}, {}), submit=t["continue"], req=_req_param(req),
-    )  # fmt: skip
-
-
-@router.post("/password-reset")
-async def reset_submit(request: Request) -> Response:
-    ctx, locale = get_ctx(request), page_locale(request)
-    t = TEXT[locale]
-    form = await _form(request)
-    req = _req_param(form.get("req"))
-    if not csrf_ok(ctx.keyring, request, "reset", form.get("csrf")):
-        return _refused(request, locale, pages.words(locale)["csrf_failed"], 403, req)
-    values = {k: form.get(k, "") for k in ("id_number", "phone")}
-    try:
-        body = PasswordResetStart.model_validate(values)
-    except ValidationError as exc:
-        return _form_page(
-            request, ctx, "reset", heading=t["reset_heading"], intro=t["reset_intro"], action="/password-reset",
-            fields=_reset_fields(locale, values, _field_errors(exc, locale)), submit=t["continue"], req=req,
-            status=422, next_url=f"/password-reset?req={req}",
-        )  # fmt: skip
-    async with ctx.sessionmaker() as session:
-        try:
-            challenge = await registration.start_password_reset(session, ctx, body)
-        except OtpLocked as exc:
-            return _refused(request, locale, t["otp_locked"], 429, req, exc)
-        except RateLimited as exc:
-            return _refused(request, locale, pages.words(locale)["too_many"], 429, req, exc)
-    return RedirectResponse(f"/password-reset/code?c={challenge.id}&req={quote(req)}", status_code=303)
-
-
-@router.get("/password-reset/code")
-async def reset_code_page(request: Request, c: str = "", req: str = "") -> Response:
-    ctx, locale = get_ctx(request), page_locale(request)
-    t = TEXT[locale]
-    return _form_page(
-        request, ctx, "reset-code", heading=t["reset_heading"], notice=t["reset_sent"], action="/password-reset/code",
-        fields=_code_fields(locale, {}, with_password=ctx.settings.password_min_length), submit=t["confirm"],
-        req=_req_param(req), hidden={"c": c[:36]},
-    )  # fmt: skip
-
-
-@router.post("/password-reset/code")
-async def reset_code_submit(request: Request) -> Response:
-    ctx, locale = get_ctx(request), page_locale(request)
-    t = TEXT[locale]
-    min_length = ctx.settings.password_min_length
-    form = await _form(request)
-    req, challenge_id, code = _req_param(form.get("req")), _challenge(form.get("c")), form.get("code", "").strip()
-    if not csrf_ok(ctx.keyring, request, "reset-code", form.get("csrf")):
-        return _refused(request, locale, pages.words(locale)["csrf_failed"], 403, req)
-    here = f"/password-reset/code?c={challenge_id}&req={req}"
-
-    def again(errors: dict[str, str], error: str | None, status: int) -> Response:
-        return _form_page(
-            request, ctx, "reset-code", heading=t["reset_heading"], action="/password-reset/code",
-            fields=_code_fields(locale, errors, with_password=min_length), submit=t["confirm"], req=req,
-            hidden={"c": str(challenge_id or "")}, error=error, status=status, next_url=here,
+        if challenge_id is None or not (len(code) == 6 and code.isascii() and code.isdigit()):
+            return again({"code": t["bad_code"]}, None, 422)
+        async with ctx.sessionmaker() as session:
+            try:
+                await self.complete(session, ctx, challenge_id, form)
+            except WeakPassword as exc:
+                message = " ".join(rule_message(r, locale, ctx.settings.password_min_length) for r in exc.rules)
+                return again({"new_password": message}, None, 422)
+            except OtpLocked as exc:
+                return _refused(request, locale, t["otp_locked"], 429, req, exc)
+            except OtpInvalid:
+                return again({}, t["otp_invalid"], 400)
+            except RegistrationNotCompleted:
+                return _refused(request, locale, t["not_completed"], 409, req)
+        return pages.message(
+            request, locale, t[self.done], status=200, heading=t[self.done_heading], is_error=False,
+            links=_links(locale, req), next_url="/",
         )  # fmt: skip
 
-    if challenge_id is None or not (len(code) == 6 and code.isascii() and code.isdigit()):
-        return again({"code": t["bad_code"]}, None, 422)
-    async with ctx.sessionmaker() as session:
-        try:
-            await registration.complete_password_reset(session, ctx, challenge_id, code, form.get("new_password", ""))
-        except WeakPassword as exc:
-            return again({"new_password": " ".join(rule_message(r, locale, min_length) for r in exc.rules)}, None, 422)
-        except OtpLocked as exc:
-            return _refused(request, locale, t["otp_locked"], 429, req, exc)
-        except OtpInvalid:
-            return again({}, t["otp_invalid"], 400)
-    return pages.message(
-        request, locale, t["reset_done"], status=200, heading=t["reset_done_heading"], is_error=False,
-        links=_links(locale, req), next_url="/",
-    )  # fmt: skip
+    def routes(self, into: APIRouter) -> None:
+        into.add_api_route(self.path, self.show_start, methods=["GET"])
+        into.add_api_route(self.path, self.submit_start, methods=["POST"])
+        into.add_api_route(f"{self.path}/code", self.show_code, methods=["GET"])
+        into.add_api_route(f"{self.path}/code", self.submit_code, methods=["POST"])
+
+
+async def _verify_registration(
+    session: AsyncSession, ctx: AppContext, challenge: uuid.UUID, form: dict[str, str]
+) -> None:
+    await registration.verify_registration(session, ctx, challenge, form.get("code", "").strip())
+
+
+async def _complete_reset(session: AsyncSession, ctx: AppContext, challenge: uuid.UUID, form: dict[str, str]) -> None:
+    code, password = form.get("code", "").strip(), form.get("new_password", "")
+    await registration.complete_password_reset(session, ctx, challenge, code, password)
+
+
+REGISTER = CodeFlow(
+    name="register", path="/register", fields=("id_number", "full_name", "date_of_birth", "phone"),
+    model=RegistrationStart, start=registration.start_registration, code_fields=("code",),
+    complete=_verify_registration, heading="register_heading", intro="register_intro", code_heading="code_heading",
+    sent="sent", done_heading="registered_heading", done="registered",
+)  # fmt: skip
+RESET = CodeFlow(
+    name="reset", path="/password-reset", fields=("id_number", "phone"), model=PasswordResetStart,
+    start=registration.start_password_reset, code_fields=("code", "new_password"), complete=_complete_reset,
+    heading="reset_heading", intro="reset_intro", code_heading="reset_heading", sent="reset_sent",
+    done_heading="reset_done_heading", done="reset_done",
+)  # fmt: skip
+REGISTER.routes(router)
+RESET.routes(router)
