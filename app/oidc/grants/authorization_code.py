@@ -9,16 +9,21 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.clients.service import ClientInfo
-from app.core.audit import Actor
 from app.core.errors import OAuthError
 from app.oidc import pkce
-from app.oidc.grants.base import GrantType, invalid_grant, register, revoke_grant, usable_grant, user_tokens
+from app.oidc.grants.base import GrantType, SingleUse, invalid_grant, register, spend_once, usable_grant, user_tokens
 from app.oidc.models import AuthorizationCode
 from app.oidc.provider import Provider
+
+CODE = SingleUse(
+    unknown="Unknown authorization code.",
+    reused="The authorization code was already used; its tokens are revoked.",
+    reuse_reason="code_reuse",
+    expired="The authorization code expired.",
+)
 
 
 @register
@@ -40,23 +45,7 @@ class AuthorizationCodeGrant(GrantType):
         if not verifier:
             raise OAuthError("invalid_request", "code_verifier is required (PKCE).")
         code_hash = provider.ctx.keyring.keyed_hash("auth-code", code)
-        row = await session.get(AuthorizationCode, code_hash)
-        if row is None or row.client_id != client.client_id:
-            raise invalid_grant("Unknown authorization code.")
-        # Single use: only one request can set used_at.
-        claimed = await session.execute(
-            update(AuthorizationCode)
-            .where(AuthorizationCode.code_hash == code_hash, AuthorizationCode.used_at.is_(None))
-            .values(used_at=now)
-            .returning(AuthorizationCode.code_hash)
-        )
-        if claimed.first() is None:
-            await revoke_grant(session, row.grant_id, "code_reuse", now, actor=Actor("client", client.client_id))
-            await session.commit()
-            raise invalid_grant("The authorization code was already used; its tokens are revoked.")
-        if row.expires_at <= now:
-            await session.commit()
-            raise invalid_grant("The authorization code expired.")
+        row = await spend_once(session, AuthorizationCode, AuthorizationCode.code_hash, code_hash, client, now, CODE)
         if row.redirect_uri != redirect_uri:
             await session.commit()
             raise invalid_grant("redirect_uri differs from the authorization request.")

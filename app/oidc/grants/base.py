@@ -185,3 +185,35 @@ async def usable_grant(session: AsyncSession, grant_id: uuid.UUID) -> Grant:
         if account is None or account.status != AccountStatus.active or account.must_change_password:
             raise invalid_grant("The account cannot receive tokens.")
     return grant
+
+
+@dataclass(frozen=True, slots=True)
+class SingleUse:
+    """What a single-use credential's refusals say (RFC 6749 §4.1.2, RFC 9700 §4.14.2)."""
+
+    unknown: str
+    reused: str  # the grant is revoked: whoever presented it again had stolen or replayed it
+    reuse_reason: str
+    expired: str
+
+
+async def spend_once(
+    session: AsyncSession, model: Any, key: Any, key_hash: str, client: ClientInfo, now: dt.datetime, says: SingleUse
+) -> Any:
+    """Spend a code or a refresh token (``model`` with client_id, grant_id, expires_at, used_at;
+    ``key`` its key column): only one request can set used_at, and a second use revokes the
+    whole grant with every token issued from it."""
+    row = await session.get(model, key_hash)
+    if row is None or row.client_id != client.client_id:
+        raise invalid_grant(says.unknown)
+    spent = await session.execute(
+        update(model).where(key == key_hash, model.used_at.is_(None)).values(used_at=now).returning(key)
+    )
+    if spent.first() is None:
+        await revoke_grant(session, row.grant_id, says.reuse_reason, now, actor=Actor("client", client.client_id))
+        await session.commit()
+        raise invalid_grant(says.reused)
+    if row.expires_at <= now:
+        await session.commit()
+        raise invalid_grant(says.expired)
+    return row

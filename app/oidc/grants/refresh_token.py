@@ -6,15 +6,20 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.clients.service import ClientInfo
-from app.core.audit import Actor
 from app.core.errors import OAuthError
-from app.oidc.grants.base import GrantType, invalid_grant, register, revoke_grant, usable_grant, user_tokens
+from app.oidc.grants.base import GrantType, SingleUse, register, spend_once, usable_grant, user_tokens
 from app.oidc.models import RefreshToken
 from app.oidc.provider import Provider
+
+REFRESH = SingleUse(
+    unknown="Unknown refresh token.",
+    reused="The refresh token was already used; the session's tokens are revoked.",
+    reuse_reason="refresh_reuse",
+    expired="The refresh token expired.",
+)
 
 
 @register
@@ -34,23 +39,8 @@ class RefreshTokenGrant(GrantType):
         if not presented:
             raise OAuthError("invalid_request", "refresh_token is required.")
         token_hash = provider.ctx.keyring.keyed_hash("refresh-token", presented)
-        row = await session.get(RefreshToken, token_hash)
-        if row is None or row.client_id != client.client_id:
-            raise invalid_grant("Unknown refresh token.")
-        rotated = await session.execute(
-            update(RefreshToken)
-            .where(RefreshToken.token_hash == token_hash, RefreshToken.used_at.is_(None))
-            .values(used_at=now)
-            .returning(RefreshToken.token_hash)
-        )
-        if rotated.first() is None:
-            # A rotated token came back: it was stolen or replayed. Revoke the whole family.
-            await revoke_grant(session, row.grant_id, "refresh_reuse", now, actor=Actor("client", client.client_id))
-            await session.commit()
-            raise invalid_grant("The refresh token was already used; the session's tokens are revoked.")
-        if row.expires_at <= now:
-            await session.commit()
-            raise invalid_grant("The refresh token expired.")
+        # Rotation: each refresh token works once; a rotated one that comes back revokes the family.
+        row = await spend_once(session, RefreshToken, RefreshToken.token_hash, token_hash, client, now, REFRESH)
         scope = row.scope
         if form.get("scope"):
             asked = set(form["scope"].split())
