@@ -128,12 +128,21 @@ def import_registry(
     batch_size: Annotated[int, typer.Option(min=1, max=1_000_000, help="Records per transaction.")] = 10_000,
     rejects: Annotated[Path | None, typer.Option(help="Where rejected rows go (default FILE.rejects.csv).")] = None,
 ) -> None:
-    """Import registry records: validated, batched, idempotent (upsert by ID number)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    """Import registry records: validated, batched, idempotent (upsert by ID number).
+
+    The first row of an ID number is applied, later ones are rejected as duplicates; a guardian
+    must be in the registry or in the file. Progress goes to stderr (a bar on a terminal, else a
+    line every few seconds), the summary to stdout; neither shows an ID number or a phone.
+    """
+    import contextlib
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
     from app.core.audit import Actor
-    from app.registry.importer import ImportReport, detect_format
-    from app.registry.importer import import_registry as run_import
+    from app.core.privacy import scrub
+    from app.registry import importer
+    from app.registry.importer import HeaderError, ImportReport, ProgressFigures, ProgressReporter, detect_format
 
     fmt = detect_format(file, fmt)
     if fmt not in ("csv", "jsonl"):
@@ -143,22 +152,33 @@ def import_registry(
     size = file.stat().st_size
 
     async def go(ctx: Any) -> ImportReport:
-        with (
-            file.open("rb") as fh,
-            Progress(
-                TextColumn("importing"),
-                BarColumn(),
-                TextColumn("{task.fields[rows]} records"),
-                TimeElapsedColumn(),
-                transient=True,
-            ) as progress,
-        ):
-            task = progress.add_task("import", total=size, rows=0)
+        with contextlib.ExitStack() as stack:
+            fh = stack.enter_context(file.open("rb"))
+            show: Callable[[ProgressFigures, int], None]
+            if sys.stderr.isatty():
+                bar = stack.enter_context(
+                    Progress(
+                        TextColumn("importing"),
+                        BarColumn(),
+                        TaskProgressColumn(),
+                        TextColumn("{task.fields[figures]}"),
+                        console=Console(stderr=True),
+                        transient=True,
+                    )
+                )
+                task = bar.add_task("import", total=size, figures="")
 
-            def on_batch(report: ImportReport) -> None:
-                progress.update(task, completed=fh.tell(), rows=report.imported)
+                def show(figures: ProgressFigures, position: int) -> None:
+                    bar.update(task, completed=position, figures=figures.text())
 
-            return await run_import(
+                every = importer.PROGRESS_BAR_EVERY
+            else:  # a log or a pipe: a plain line now and then, not a redrawn bar
+
+                def show(figures: ProgressFigures, position: int) -> None:
+                    typer.echo(figures.line(), err=True)
+
+                every = importer.PROGRESS_LINE_EVERY
+            return await importer.import_registry(
                 ctx.settings,
                 fh,
                 fmt=fmt,
@@ -168,18 +188,28 @@ def import_registry(
                 today=ctx.clock.today(),
                 batch_size=batch_size,
                 source_name=file.name,
-                on_batch=on_batch,
+                on_progress=ProgressReporter(show, fh.tell, size, every),
             )
 
+    # Messages are scrubbed (app/core/privacy.py): no full ID number or phone reaches the terminal.
     try:
         report = _run(go)
+    except HeaderError as exc:
+        typer.echo(f"refused, nothing imported: {scrub(str(exc))}", err=True)
+        raise typer.Exit(2) from None
     except Exception as exc:
         typer.echo(
-            f"import stopped: {type(exc).__name__}: {exc}. Batches already committed stay; re-run to resume (upserts).",
+            scrub(
+                f"import stopped: {type(exc).__name__}: {exc}. Batches already committed stay, except their rows "
+                "waiting for a guardian later in the file; re-run the same file to finish (nothing is applied twice)."
+            ),
             err=True,
         )
         raise typer.Exit(1) from None
-    typer.echo(f"{report.imported} records imported in {report.batches} batches, {report.rejected} rejected")
+    typer.echo(
+        f"{report.inserted} inserted, {report.updated} updated, {report.unchanged} unchanged, "
+        f"{report.rejected} rejected in {report.batches} {'batch' if report.batches == 1 else 'batches'}"
+    )
     if report.rejects_path:
         typer.echo(f"rejected rows: {report.rejects_path}")
 
@@ -287,7 +317,7 @@ def rotate_keys() -> None:
     schedule the old ones to leave JWKS once no token they signed can still be valid."""
     import datetime as dt
 
-    from app.oidc.keys import rotate_keys as rotate
+    from app.core.keys import rotate_keys as rotate
 
     async def go(ctx: Any) -> list[str]:
         s = ctx.settings

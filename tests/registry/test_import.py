@@ -1,7 +1,8 @@
 """Bulk registry import (app.registry.importer): validation, rejects, batches, upserts.
 
 Every test runs on SQLite and PostgreSQL (the session's shared database), so each one uses
-ID numbers of its own.
+ID numbers of its own. The rules across rows (duplicates, guardians), the counts and the header
+check are in test_import_rules.py.
 """
 
 from __future__ import annotations
@@ -406,21 +407,6 @@ async def test_rerun_is_idempotent_and_applies_changes(env: Harness, tmp_path: P
     await run_import(env, csv_bytes([{**child, "guardians": ""}]), tmp_path, now=t2)
     assert (await get_citizen(env, child["id_number"]))["guardians"] == []
     assert await count_in(env, "citizens", "id_number", ids) == 3
-
-
-async def test_duplicate_id_in_a_file_last_row_wins(env: Harness, tmp_path: Path) -> None:
-    a, b = person(env, full_name="Bùi Văn Một"), person(env, full_name="Ngô Văn Hai")
-    rows = [a, {**a, "full_name": "Bùi Văn Ba"}, b, {**b, "full_name": "Ngô Văn Bốn", "phone": "0901234567"}]
-    rows.append({**a, "full_name": "Bùi Văn Năm"})
-    # Batches of two distinct IDs: batch 1 is a (its repeat replacing it) and b, batch 2 is b's
-    # repeat and a's second repeat.
-    report = await run_import(env, csv_bytes(rows), tmp_path, batch_size=2)
-
-    assert (report.rows_read, report.batches) == (5, 2)
-    assert (await get_citizen(env, a["id_number"]))["full_name"] == "Bùi Văn Năm"
-    got = await get_citizen(env, b["id_number"])
-    assert (got["full_name"], got["phone"]) == ("Ngô Văn Bốn", "+84901234567")
-    assert await count_in(env, "citizens", "id_number", [a["id_number"], b["id_number"]]) == 2
 
 
 async def test_source_failure_midway_keeps_earlier_batches_only(env: Harness, tmp_path: Path) -> None:
