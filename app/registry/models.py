@@ -29,8 +29,10 @@ class Citizen(Base):
 class GuardianLink(Base):
     """A parent or guardian recorded for a citizen (used for minors under 14).
 
-    The guardian is named by ID number without a foreign key: the registry may load the
-    guardian's record in a later batch; the link takes effect once that record exists.
+    The guardian must be a registry record (app/registry/service.py for one record; a bulk
+    import also accepts a guardian later in the same file and settles those links at its end).
+    The link names the guardian by ID number without a foreign key, so that an import can
+    write a batch's links before a later batch's records.
     """
 
     __tablename__ = "guardian_links"

@@ -9,9 +9,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import audit
 from app.core.audit import Actor, LegalBasis, disclose
-from app.core.errors import NotFound, Problem
-from app.registry.idnumber import PROVINCES, RULE_MESSAGES, IdRule, Sex, id_number_violations
+from app.core.errors import InvalidInput, NotFound, Problem
+from app.core.privacy import mask_id_number
+from app.registry.idnumber import PROVINCES, RULE_MESSAGES, IdRule, Sex
 from app.registry.models import Citizen, GuardianLink
+from app.registry.rules import RowError, validate_record
 from app.registry.schemas import CitizenIn, CitizenOut, GuardianOut
 
 
@@ -31,13 +33,24 @@ class CitizenNotFound(NotFound):
     slug, title = "citizen-not-found", "No registry record has this ID number"
 
 
-def check_record(record: CitizenIn) -> None:
-    rules = id_number_violations(record.id_number, sex=record.sex, date_of_birth=record.date_of_birth)
-    if rules:
-        raise InvalidIdNumber(rules)
-    for g in record.guardians:
-        if g.id_number == record.id_number:
-            raise InvalidIdNumber([IdRule.digits]) from None
+def check_record(record: CitizenIn, today: dt.date) -> None:
+    """The registry's rules (app/registry/rules.py, the importer's too), on a record the API took."""
+    values = record.model_dump(mode="json")
+    try:
+        validate_record(values, today)
+    except RowError as exc:
+        if exc.rules:
+            raise InvalidIdNumber(exc.rules) from None
+        raise InvalidInput(str(exc), errors=[{"field": exc.field, "message": str(exc)}]) from None
+
+
+async def _unknown_guardians(session: AsyncSession, record: CitizenIn) -> list[str]:
+    """A guardian must be in the registry (as in a bulk import, where it may also come from the file)."""
+    wanted = {g.id_number for g in record.guardians}
+    if not wanted:
+        return []
+    found = set((await session.scalars(select(Citizen.id_number).where(Citizen.id_number.in_(wanted)))).all())
+    return sorted(wanted - found)
 
 
 async def upsert_citizen(
@@ -55,7 +68,11 @@ async def write_citizen(
     """Create or correct one record in the caller's transaction (audited): the one way a single
     record is written (the API, the demo seed). The bulk importer writes the same columns in
     batches (app/registry/importer.py), and validates rows by the same rules."""
-    check_record(record)
+    check_record(record, (now + dt.timedelta(hours=7)).date())  # Vietnam's date (app/core/clock.py)
+    unknown = await _unknown_guardians(session, record)
+    if unknown:
+        message = f"guardians: {', '.join(mask_id_number(g) for g in unknown)} not in the registry"
+        raise InvalidInput(message, errors=[{"field": "guardians", "message": "not in the registry"}])
     citizen = await session.get(Citizen, record.id_number)
     created = citizen is None
     if citizen is None:

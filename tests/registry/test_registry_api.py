@@ -104,3 +104,22 @@ async def test_staff_sign_in_lockout_and_expiry(env: Harness) -> None:
     token = r.json()["access_token"]
     env.ctx.clock.advance(dt.timedelta(hours=9))
     assert (await env.client.get("/audit/events", headers=env.staff(token))).status_code == 401
+
+
+async def test_a_guardian_must_be_in_the_registry_and_the_record_keeps_the_importers_rules(env: Harness) -> None:
+    """One validator for a record (app/registry/rules.py): the API refuses what the importer refuses."""
+    parent = await env.citizen(age=40)
+    child = await env.citizen(age=8, guardians=[parent["id_number"]])
+    assert (await env.client.get(f"/registry/citizens/{child['id_number']}", headers=env.staff())).status_code == 200
+    nobody = parent["id_number"][:-6] + "999990"
+    body = {**child, "guardians": [{"id_number": nobody, "relation": "parent"}]}
+    r = await env.client.put("/registry/citizens", json=body, headers=env.staff())
+    assert (r.status_code, r.json()["type"]) == (422, "urn:eid:problem:validation")
+    assert nobody not in r.text  # masked
+    got = (await env.client.get(f"/registry/citizens/{child['id_number']}", headers=env.staff())).json()
+    assert got["guardians"] == [{"id_number": parent["id_number"], "relation": "parent"}]  # nothing changed
+    # Born after today (Vietnam's date), though the ID number's digits fit: refused as the importer refuses it.
+    today = env.ctx.clock.today()
+    future = {**child, "date_of_birth": (today + dt.timedelta(days=1)).isoformat(), "guardians": []}
+    r = await env.client.put("/registry/citizens", json=future, headers=env.staff())
+    assert r.status_code == 422
