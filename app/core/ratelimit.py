@@ -13,9 +13,12 @@ Keys are stored as keyed hashes: they name phones and ID numbers.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from redis.asyncio import Redis
@@ -27,6 +30,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.core.config import RateLimitStore, Settings
 from app.core.crypto import Keyring
 from app.core.db import Base, UTCDateTime
+
+log = logging.getLogger("eid.ratelimit")
 
 
 class RateLimit(Base):
@@ -102,6 +107,14 @@ class RedisRateLimiter:
         await self.redis.aclose()
 
 
+@dataclass
+class _Lease:
+    window: int
+    left: int = 0  # hits this process may still admit in the window
+    used_up: bool = False  # the shared count passed the limit: refuse until the window ends
+    taking: asyncio.Future[None] | None = None  # the one lease being taken for this key
+
+
 class DatabaseRateLimiter:
     """Counts in ``rate_limits``, shared by every process on the database.
 
@@ -109,8 +122,11 @@ class DatabaseRateLimiter:
     count in one upsert and then admits up to ``k`` hits without a round trip. Limits of up to
     100 per window are therefore exact (one upsert per hit); larger ones, such as a bank's
     calls per minute, admit at most ``k`` more per process than the limit, and cost one upsert
-    per ``k`` hits instead of one per hit on the hot path. Once a window is used up, the
-    process refuses until it ends without asking again (counts only grow within a window).
+    per ``k`` hits instead of one per hit. One lease is taken at a time per key (callers that
+    run out wait for it together), and for large limits the next one is taken ahead, in the
+    background, when a quarter of the current one is left, so that a busy route never waits
+    for it. Once a window is used up, the process refuses until it ends without asking again
+    (counts only grow within a window).
 
     Each upsert runs in its own short transaction, so call ``hit`` before the request's own
     transaction has run a statement: on SQLite that transaction holds the write lock.
@@ -122,7 +138,7 @@ class DatabaseRateLimiter:
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], hash_key: Callable[[str], str]) -> None:
         self._sessionmaker = sessionmaker
         self._hash = hash_key
-        self._leases: dict[tuple[str, int], list[int]] = {}  # (key, window length) → [window, hits left]
+        self._leases: dict[tuple[str, int], _Lease] = {}
 
     async def _take(self, key: str, window: int, k: int, expires: dt.datetime) -> int:
         async with self._sessionmaker() as session:
@@ -139,30 +155,54 @@ class DatabaseRateLimiter:
             await session.commit()
         return total
 
+    async def _refill(self, lease: _Lease, key: str, k: int, limit: int, expires: dt.datetime) -> None:
+        try:
+            total = await self._take(key, lease.window, k, expires)
+            # Of the k hits just added, those past the limit are not ours to admit.
+            granted = max(0, min(k, limit - (total - k)))
+            lease.left += granted
+            if granted < k:
+                lease.used_up = True
+        finally:
+            lease.taking = None
+
+    def _start_refill(self, lease: _Lease, key: str, k: int, limit: int, expires: dt.datetime) -> asyncio.Future[None]:
+        task = asyncio.ensure_future(self._refill(lease, key, k, limit, expires))
+        task.add_done_callback(_retrieve)
+        lease.taking = task
+        return task
+
     async def hit(self, key: str, limit: int, window_seconds: int) -> int | None:
         now = int(time.time())
         window = now // window_seconds
         hashed = self._hash(key)
         lease = self._leases.get((hashed, window_seconds))
-        if lease is None or lease[0] != window:
+        if lease is None or lease.window != window:
             if len(self._leases) > 50_000:  # bound memory: drop leases of ended windows
-                self._leases = {k: v for k, v in self._leases.items() if v[0] == now // k[1]}
-            lease = self._leases[(hashed, window_seconds)] = [window, 0]
-        if lease[1] == 0:
-            k = max(1, limit // self._LEASE_FRACTION)
-            expires = dt.datetime.fromtimestamp((window + 1) * window_seconds, dt.UTC)
-            total = await self._take(hashed, window, k, expires)
-            # Of the k hits just added, those past the limit are not ours to admit.
-            lease[1] = max(0, min(k, limit - (total - k)))
-            if lease[1] == 0:
-                lease[1] = -1  # used up: refuse until the window ends, without asking again
-        if lease[1] < 0:
+                self._leases = {k: v for k, v in self._leases.items() if v.window == now // k[1]}
+            lease = self._leases[(hashed, window_seconds)] = _Lease(window)
+        k = max(1, limit // self._LEASE_FRACTION)
+        expires = dt.datetime.fromtimestamp((window + 1) * window_seconds, dt.UTC)
+        while lease.left == 0 and not lease.used_up:
+            taking = lease.taking or self._start_refill(lease, hashed, k, limit, expires)
+            await asyncio.shield(taking)  # the upsert's error, if it failed, is this call's
+        if lease.left == 0:
             return (window + 1) * window_seconds - now or 1
-        lease[1] -= 1
+        lease.left -= 1
+        if k >= 4 and lease.left <= k // 4 and lease.taking is None and not lease.used_up:
+            self._start_refill(lease, hashed, k, limit, expires)
         return None
 
     async def close(self) -> None:
-        return None
+        for lease in self._leases.values():
+            if lease.taking is not None:
+                lease.taking.cancel()
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    """A lease taken ahead that failed: the next caller that runs out takes one again."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("rate limit lease not taken ahead: %s", type(task.exception()).__name__)
 
 
 def make_rate_limiter(
