@@ -155,9 +155,10 @@ class DatabaseRateLimiter:
             await session.commit()
         return total
 
-    async def _refill(self, lease: _Lease, key: str, k: int, limit: int, expires: dt.datetime) -> None:
+    async def _refill(self, lease: _Lease, key: str, k: int, limit: int, window_seconds: int) -> None:
         try:
-            total = await self._take(key, lease.window, k, expires)
+            expires = dt.datetime.fromtimestamp((lease.window + 1) * window_seconds, dt.UTC)
+            total = await self._take(self._hash(key), lease.window, k, expires)
             # Of the k hits just added, those past the limit are not ours to admit.
             granted = max(0, min(k, limit - (total - k)))
             lease.left += granted
@@ -166,31 +167,31 @@ class DatabaseRateLimiter:
         finally:
             lease.taking = None
 
-    def _start_refill(self, lease: _Lease, key: str, k: int, limit: int, expires: dt.datetime) -> asyncio.Future[None]:
-        task = asyncio.ensure_future(self._refill(lease, key, k, limit, expires))
+    def _start_refill(self, lease: _Lease, key: str, k: int, limit: int, window_seconds: int) -> asyncio.Future[None]:
+        task = asyncio.ensure_future(self._refill(lease, key, k, limit, window_seconds))
         task.add_done_callback(_retrieve)
         lease.taking = task
         return task
 
     async def hit(self, key: str, limit: int, window_seconds: int) -> int | None:
+        # The hot path is a dict lookup and a decrement: the key is hashed and the window's end
+        # computed only when a lease is taken (this process's memory holds the keys as given).
         now = int(time.time())
         window = now // window_seconds
-        hashed = self._hash(key)
-        lease = self._leases.get((hashed, window_seconds))
+        lease = self._leases.get((key, window_seconds))
         if lease is None or lease.window != window:
             if len(self._leases) > 50_000:  # bound memory: drop leases of ended windows
                 self._leases = {k: v for k, v in self._leases.items() if v.window == now // k[1]}
-            lease = self._leases[(hashed, window_seconds)] = _Lease(window)
+            lease = self._leases[(key, window_seconds)] = _Lease(window)
         k = max(1, limit // self._LEASE_FRACTION)
-        expires = dt.datetime.fromtimestamp((window + 1) * window_seconds, dt.UTC)
         while lease.left == 0 and not lease.used_up:
-            taking = lease.taking or self._start_refill(lease, hashed, k, limit, expires)
+            taking = lease.taking or self._start_refill(lease, key, k, limit, window_seconds)
             await asyncio.shield(taking)  # the upsert's error, if it failed, is this call's
         if lease.left == 0:
             return (window + 1) * window_seconds - now or 1
         lease.left -= 1
         if k >= 4 and lease.left <= k // 4 and lease.taking is None and not lease.used_up:
-            self._start_refill(lease, hashed, k, limit, expires)
+            self._start_refill(lease, key, k, limit, window_seconds)
         return None
 
     async def close(self) -> None:
