@@ -26,7 +26,7 @@ from app.core.config import Settings, get_settings
 from app.core.deps import build_context
 from app.core.errors import install_error_handlers, problem_response
 from app.core.hotpath import hot_routes, serve_hot_routes
-from app.core.http import BodySizeLimit
+from app.core.http import BodySizeLimit, NoNul
 from app.core.observability import RequestContext
 from app.core.pages import lang_router
 from app.core.principal import Resolver, Subject
@@ -106,6 +106,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(NoNul)
     app.add_middleware(RequestContext)
 
     @app.get("/healthz", tags=["operations"], summary="The process is up")
@@ -205,6 +206,11 @@ def _openapi_with_problems(app: FastAPI) -> dict[str, object]:
             responses = operation.setdefault("responses", {})
             if "422" in responses:
                 responses["422"] = {"description": "Invalid input", "content": problem}
+            # Any route can also answer a problem from the app's own layers (400 for a NUL in the
+            # request, 413, 503): an error status documented with other content has it too.
+            for status, response in responses.items():
+                if status[:1] in ("4", "5") and "content" in response:
+                    response["content"].setdefault("application/problem+json", problem["application/problem+json"])
             responses.setdefault("default", {"description": "Problem details", "content": problem})
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     # Bodies that hot routes parse themselves: the operation's requestBody and the model's schema.

@@ -11,7 +11,7 @@ from app.core.db import SessionDep
 from app.core.deps import CtxDep
 from app.core.http import json_body_only
 from app.core.privacy import mask_id_number
-from app.core.schemas import IdNumber
+from app.core.schemas import MAX_BIGINT, IdNumber
 
 router = APIRouter(tags=["staff"], dependencies=[json_body_only])
 
@@ -30,7 +30,7 @@ async def staff_token(body: StaffLogin, session: SessionDep, ctx: CtxDep) -> Sta
 async def audit_events(
     staff: AuditReader,
     session: SessionDep,
-    before_id: Annotated[int | None, Query(ge=1)] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=MAX_BIGINT)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     id_number: Annotated[IdNumber | None, Query()] = None,
     action: Annotated[str | None, Query(max_length=64)] = None,

@@ -13,7 +13,7 @@ from app.consent import service
 from app.core.audit import Actor
 from app.core.db import SessionDep
 from app.core.deps import CtxDep
-from app.core.schemas import ResponseModel
+from app.core.schemas import MAX_BIGINT, ResponseModel
 
 router = APIRouter(prefix="/me", tags=["me"])
 
@@ -91,7 +91,7 @@ async def revoke_consent(consent_id: uuid.UUID, citizen: CurrentCitizen, session
 async def my_access_log(
     citizen: CurrentCitizen,
     session: SessionDep,
-    before_id: Annotated[int | None, Query(ge=1)] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=MAX_BIGINT)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> AccessLogPage:
     entries = await service.access_log(session, citizen.entity.id_number, before_id=before_id, limit=limit)

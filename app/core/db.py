@@ -58,6 +58,29 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
+class UnstorableText(ValueError):
+    """A statement's parameter holds a NUL character. The request's parsers refuse them first
+    (app/core/schemas.py StrictModel, app/core/http.py NoNul, the form readers); this is the
+    last line, so that no path (a header decoded into a lookup, a claim inside a JWT, a CLI
+    argument) can make PostgreSQL refuse a statement and the caller see a 500. Answered 400."""
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        # A JSON column's serialised text: PostgreSQL's jsonb refuses \u0000 as well.
+        return "\x00" in value or "\\u0000" in value
+    if isinstance(value, (tuple, list)):
+        return any(_holds_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_nul(v) for v in value.values())
+    return False
+
+
+def _refuse_nul(_conn: Any, _cursor: Any, _statement: str, parameters: Any, _context: Any, _executemany: bool) -> None:
+    if _holds_nul(parameters):
+        raise UnstorableText("a text holds a NUL character")
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets readers run beside the single writer; busy_timeout queues writers instead of
@@ -89,6 +112,7 @@ def make_engine(settings: Settings, *, url: str | None = None, reader: bool = Fa
 
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, connect_args={"timeout": 15})
+        event.listen(engine.sync_engine, "before_cursor_execute", _refuse_nul)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         if reader:
             event.listen(engine.sync_engine, "connect", _sqlite_query_only)
@@ -97,13 +121,15 @@ def make_engine(settings: Settings, *, url: str | None = None, reader: bool = Fa
         return engine
     # A fixed pool: connections opened past it ("overflow") are closed on return, so a busy
     # process kept forking and tearing down PostgreSQL backends (tests/core/test_db_pool.py).
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=settings.database_pool_size,
         max_overflow=0,
         pool_timeout=settings.database_pool_timeout_seconds,
         pool_pre_ping=False,
     )
+    event.listen(engine.sync_engine, "before_cursor_execute", _refuse_nul)
+    return engine
 
 
 def _sqlite_query_only(dbapi_connection: Any, _record: Any) -> None:

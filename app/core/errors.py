@@ -17,6 +17,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from app.core.db import UnstorableText
+
 log = logging.getLogger("eid.errors")
 
 PROBLEM_JSON = "application/problem+json"
@@ -128,6 +130,40 @@ class OAuthError(Exception):
         return Response(orjson.dumps(body), status_code=self.status, media_type="application/json", headers=headers)
 
 
+# How the OpenAPI document describes OAuth errors (RFC 6749 §5.2, RFC 6750 §3.1).
+OAUTH_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
+}
+
+
+def oauth_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` of an OAuth endpoint: its errors are JSON ``{"error", ...}`` objects."""
+    content = {"application/json": {"schema": OAUTH_ERROR_SCHEMA}}
+    return {
+        status: {"description": "OAuth 2.0 error (RFC 6749 §5.2, RFC 6750 §3.1)", "content": content}
+        for status in statuses
+    }
+
+
+def page_responses(*, redirects: str) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` of a browser endpoint: HTML pages, redirects, and an OAuth error for a
+    request it cannot read at all (a body that is not a form)."""
+    return {
+        200: {"description": "A page", "content": {"text/html": {"schema": {"type": "string"}}}},
+        303: {"description": redirects},
+        400: {
+            "description": "An error page, or an OAuth error when the body is not a form",
+            "content": {
+                "text/html": {"schema": {"type": "string"}},
+                "application/json": {"schema": OAUTH_ERROR_SCHEMA},
+            },
+        },
+        403: {"description": "An error page", "content": {"text/html": {"schema": {"type": "string"}}}},
+    }
+
+
 def invalid_client(description: str = "Client authentication failed.", scheme: str = "Basic") -> OAuthError:
     # RFC 6749 §5.2: 401 with WWW-Authenticate for the scheme the client tried.
     return OAuthError("invalid_client", description, status=401, headers={"WWW-Authenticate": f'{scheme} realm="eid"'})
@@ -186,6 +222,10 @@ async def _pool_busy_handler(request: Request, _exc: Exception) -> Response:
     return ServiceUnavailable("The service is busy.").to_response()
 
 
+async def _unstorable_handler(_request: Request, _exc: Exception) -> Response:
+    return problem_response(400, "bad-request", "NUL characters are not allowed in a request")
+
+
 async def _unhandled_handler(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.scope.get("route_path", "?"))
     return problem_response(500, "internal", "Internal error", "The error was logged; nothing was changed.")
@@ -197,4 +237,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(OAuthError, _oauth_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_exception_handler(PoolTimeout, _pool_busy_handler)
+    app.add_exception_handler(UnstorableText, _unstorable_handler)
     app.add_exception_handler(Exception, _unhandled_handler)

@@ -44,6 +44,26 @@ async def json_body(request: Request, model: type[M]) -> M:
         raise InvalidInput(errors=field_errors(exc.errors())) from None
 
 
+class NoNul:
+    """Refuses, with 400, a request whose path or query string holds a NUL character (``%00``):
+    no text the service stores may hold one (PostgreSQL refuses it, and it answered 500), and no
+    legitimate parameter has one. Bodies are checked by their parsers: JSON bodies by
+    app/core/schemas.py StrictModel, forms by app/oidc/endpoints.py read_form."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            query: bytes = scope.get("query_string", b"")
+            raw_path: bytes = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "surrogateescape")
+            if b"%00" in query or b"\x00" in query or b"%00" in raw_path or "\x00" in scope.get("path", ""):
+                response = problem_response(400, "bad-request", "NUL characters are not allowed in a request")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class BodySizeLimit:
     """Refuses bodies over the limit with 413 before the app reads them, whether or not the
     client sent Content-Length (chunked bodies are counted as they stream)."""

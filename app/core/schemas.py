@@ -4,16 +4,106 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import types
+import typing
 import unicodedata
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationInfo, field_validator
+
+# The largest value of a BIGINT column (the journal's row IDs): a larger one is refused (422)
+# before it reaches the database, which would answer it with an error (500).
+MAX_BIGINT = 2**63 - 1
+
+_ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+# RFC 3339 date-time with an offset (Z or ±hh:mm).
+_ISO_DATETIME = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})$"
+)
+
+
+def _kind(annotation: Any) -> str | None:
+    """What a field's value must be in JSON: "bool", "int", "number", "date", "datetime" (else None)."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _kind(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        kinds = {_kind(a) for a in typing.get_args(annotation) if a is not type(None)}
+        return kinds.pop() if len(kinds) == 1 else None
+    if annotation is bool:
+        return "bool"
+    if annotation is int:
+        return "int"
+    if annotation is float:
+        return "number"
+    if annotation is dt.datetime:
+        return "datetime"
+    if annotation is dt.date:
+        return "date"
+    return None
+
+
+def _strict(kind: str, value: Any) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    # Python callers (the seed, the importer) pass date objects; decoded JSON never holds one.
+    if kind == "date":
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            return True
+        return isinstance(value, str) and bool(_ISO_DATE.fullmatch(value))
+    if isinstance(value, dt.datetime):
+        return value.tzinfo is not None
+    return isinstance(value, str) and bool(_ISO_DATETIME.fullmatch(value))
+
+
+_SAYS = {
+    "bool": "must be true or false",
+    "int": "must be a whole number",
+    "number": "must be a number",
+    "date": "must be a date written YYYY-MM-DD",
+    "datetime": "must be a date and time with its offset (RFC 3339), e.g. 2026-12-04T09:30:00+07:00",
+}
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 class StrictModel(BaseModel):
-    """Request bodies: unknown fields are refused, strings are stripped."""
+    """Request bodies: unknown fields are refused, strings are stripped, and values are taken
+    only in their own JSON type: a date is a ``YYYY-MM-DD`` string (not a number of seconds, not
+    a date-time), a number is a number (not a string), a boolean is true or false. No text holds
+    a NUL character (PostgreSQL cannot store one; nothing legitimate has one). One rule for every
+    body, in one place: FastAPI hands pydantic the decoded JSON, where pydantic's own strict
+    mode would also refuse dates written as strings."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    _kinds: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls._kinds = {name: kind for name, f in cls.model_fields.items() if (kind := _kind(f.annotation)) is not None}
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _json_types(cls, value: Any, info: ValidationInfo) -> Any:
+        if _has_nul(value):
+            raise ValueError("text must not contain NUL characters")
+        kind = cls._kinds.get(info.field_name or "")
+        if kind is not None and value is not None and not _strict(kind, value):
+            raise ValueError(_SAYS[kind])
+        return value
 
 
 class ResponseModel(BaseModel):
@@ -107,6 +197,8 @@ IdNumber = Annotated[
 ]
 BirthDate = Annotated[dt.date, AfterValidator(_birth_date)]
 Reason = Annotated[str, StringConstraints(max_length=500), AfterValidator(clean_text)]
+# What personal data is asked for (an e-KYC request, a QR share): the consents' purpose column.
+Purpose = Annotated[str, StringConstraints(max_length=300), AfterValidator(clean_text)]
 
 
 def _encodable(value: str) -> str:

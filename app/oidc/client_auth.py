@@ -74,7 +74,7 @@ async def authenticate_client(
 async def _known(provider: Provider, client_id: str | None, *, scheme: str) -> ClientInfo:
     if not client_id:
         raise invalid_client("No client credentials were sent.", scheme)
-    if len(client_id) > 64:
+    if len(client_id) > 64 or "\x00" in client_id:
         raise invalid_client("Unknown client.", scheme)
     client = await provider.clients.get(client_id)
     if client is None:
@@ -136,7 +136,7 @@ async def _check_assertion(provider: Provider, assertion: str, claimed_id: str |
     if exp - now > MAX_ASSERTION_LIFETIME:
         raise invalid_client("The client assertion lives too long (at most 10 minutes).")
     jti = claims["jti"]
-    if not isinstance(jti, str) or not 1 <= len(jti) <= 255:
+    if not isinstance(jti, str) or not 1 <= len(jti) <= 255 or "\x00" in jti:
         raise invalid_client("The client assertion needs a jti.")
     # RFC 7523 §3 item 7: a jti is used once; the primary key settles races between replicas.
     async with provider.ctx.sessionmaker() as session:

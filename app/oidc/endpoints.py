@@ -22,7 +22,7 @@ from app.clients.service import SERVICE_SCOPES, USER_SCOPES, ClientInfo
 from app.core import audit
 from app.core.audit import AccessRow, Actor, AuditRow, LegalBasis
 from app.core.db import note_revocation
-from app.core.errors import OAuthError, invalid_token
+from app.core.errors import OAuthError, invalid_token, oauth_error_responses
 from app.core.hotpath import hot
 from app.core.jose import JwtRejected
 from app.documents.service import documents_claim
@@ -72,7 +72,11 @@ async def _authenticated(request: Request) -> tuple[Provider, dt.datetime, dict[
     return provider, now, form, client
 
 
-@router.post("/token", summary="Token endpoint (authorization_code, refresh_token, client_credentials)")
+@router.post(
+    "/token",
+    summary="Token endpoint (authorization_code, refresh_token, client_credentials)",
+    responses=oauth_error_responses(400, 401),
+)
 @hot()
 async def token(request: Request) -> Response:
     provider, now, form, client = await _authenticated(request)
@@ -87,7 +91,7 @@ async def token(request: Request) -> Response:
     return json_response(await grant.respond(provider, client, form, now), headers=NO_STORE)
 
 
-@router.post("/introspect", summary="Token introspection (RFC 7662)")
+@router.post("/introspect", summary="Token introspection (RFC 7662)", responses=oauth_error_responses(400, 401))
 @hot()
 async def introspect(request: Request) -> Response:
     provider, now, form, client = await _authenticated(request)
@@ -141,7 +145,7 @@ async def introspect(request: Request) -> Response:
     )
 
 
-@router.post("/revoke", summary="Token revocation (RFC 7009)")
+@router.post("/revoke", summary="Token revocation (RFC 7009)", responses=oauth_error_responses(400, 401))
 async def revoke(request: Request) -> Response:
     provider, now, form, client = await _authenticated(request)
     token_value = form.get("token")
@@ -194,8 +198,18 @@ def _bearer(request: Request, form: dict[str, str] | None) -> str:
     )
 
 
-@router.get("/userinfo", summary="UserInfo (OIDC Core §5.3)", operation_id="userinfo_get")
-@router.post("/userinfo", summary="UserInfo (OIDC Core §5.3)", operation_id="userinfo_post")
+@router.get(
+    "/userinfo",
+    summary="UserInfo (OIDC Core §5.3)",
+    operation_id="userinfo_get",
+    responses=oauth_error_responses(400, 401, 403),
+)
+@router.post(
+    "/userinfo",
+    summary="UserInfo (OIDC Core §5.3)",
+    operation_id="userinfo_post",
+    responses=oauth_error_responses(400, 401, 403),
+)
 @hot()
 async def userinfo(request: Request) -> Response:
     provider = get_provider(request)

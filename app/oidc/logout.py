@@ -15,7 +15,7 @@ import httpx
 from fastapi import APIRouter, Request
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from app.accounts.models import CitizenSession
 from app.accounts.service import AccessEnded
@@ -24,6 +24,7 @@ from app.consent.service import ConsentWithdrawn
 from app.core import audit
 from app.core.audit import Actor
 from app.core.db import note_revocation
+from app.core.errors import page_responses
 from app.core.jose import JwtRejected, epoch, new_jti, verify_jwt
 from app.core.outbox import deliver_due
 from app.core.pages import locale_from, page_locale
@@ -59,8 +60,15 @@ async def _hint_claims(provider: Provider, hint: str, now: dt.datetime) -> dict[
         return None
 
 
-@router.get("/logout", summary="RP-Initiated Logout", operation_id="logout_get")
-@router.post("/logout", summary="RP-Initiated Logout", operation_id="logout_post")
+_LOGOUT = {
+    "summary": "RP-Initiated Logout",
+    "response_class": HTMLResponse,
+    "responses": page_responses(redirects="To the client's registered post_logout_redirect_uri"),
+}
+
+
+@router.get("/logout", operation_id="logout_get", **_LOGOUT)  # type: ignore[arg-type]
+@router.post("/logout", operation_id="logout_post", **_LOGOUT)  # type: ignore[arg-type]
 async def logout(request: Request) -> Response:
     provider = get_provider(request)
     now = provider.ctx.clock.now()

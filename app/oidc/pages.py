@@ -17,13 +17,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from app.accounts import service as accounts
 from app.accounts.errors import AccountLocked, LoginFailed, WeakPassword
 from app.accounts.models import Account, CitizenSession
 from app.clients.service import ClientInfo
-from app.core.errors import RateLimited
+from app.core.errors import RateLimited, page_responses
 from app.core.notify import local_time
 from app.core.pages import (
     Pages,
@@ -85,8 +85,17 @@ def _show(
     )  # fmt: skip
 
 
-@router.get("/authorize", summary="Authorization endpoint (code flow, PKCE S256)", operation_id="authorize_get")
-@router.post("/authorize", summary="Authorization endpoint (code flow, PKCE S256)", operation_id="authorize_post")
+_AUTHORIZE = {
+    "summary": "Authorization endpoint (code flow, PKCE S256)",
+    "response_class": HTMLResponse,
+    "responses": page_responses(
+        redirects="To the login page, or back to the client with a code or an error (RFC 6749 §4.1.2)"
+    ),
+}
+
+
+@router.get("/authorize", operation_id="authorize_get", **_AUTHORIZE)  # type: ignore[arg-type]
+@router.post("/authorize", operation_id="authorize_post", **_AUTHORIZE)  # type: ignore[arg-type]
 async def authorize(request: Request) -> Response:
     provider = get_provider(request)
     params = dict(request.query_params) if request.method == "GET" else await read_form(request)

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
-from app.core.schemas import ResponseModel, StrictModel, Text
+from app.core.schemas import Purpose, ResponseModel, StrictModel
 
 ShareAttribute = Literal["name", "birthdate", "address", "gender", "photo_ref", "age_over_18", "age_over_14"]
 ShareState = Literal["active", "expired", "revoked", "redeemed"]
@@ -31,7 +31,7 @@ class ShareIn(StrictModel):
     audience: ClientId | None = Field(default=None, description="An approved client's ID; none: any verifier")
     lifetime_seconds: Annotated[int, Field(ge=30, le=MAX_LIFETIME_SECONDS)] = DEFAULT_LIFETIME_SECONDS
     for_account: uuid.UUID | None = Field(default=None, alias="for", description="A dependent's account ID")
-    purpose: Annotated[Text, StringConstraints(max_length=300)] | None = None
+    purpose: Purpose | None = None
 
     @model_validator(mode="after")
     def _something(self) -> ShareIn:

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from app.accounts.schemas import DocumentType
-from app.core.schemas import BirthDate, IdNumber, Name, Phone, Reason, ResponseModel, StrictModel
+from app.core.schemas import BirthDate, IdNumber, Name, Phone, Purpose, ResponseModel, StrictModel
 from app.registry.idnumber import Sex
 
 
@@ -61,7 +61,7 @@ EKYC_CLAIMS = (
 class EkycRequestIn(StrictModel):
     id_number: IdNumber
     claims: Annotated[list[Literal[EKYC_CLAIMS]], Field(min_length=1, max_length=len(EKYC_CLAIMS))]  # type: ignore[valid-type]
-    purpose: Reason
+    purpose: Purpose
     binding_message: Annotated[str, Field(max_length=64, pattern=r"^[\w .,:-]+$")] | None = None
 
 
