@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import getpass
+import os
 import secrets
 import sys
 from collections.abc import Awaitable, Callable
@@ -38,7 +39,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to bind (0: any free port, with --demo).")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
-    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+    log_level: Annotated[str | None, typer.Option(help="Log level (default: EID_LOG_LEVEL, else info).")] = None,
     demo: Annotated[bool, typer.Option("--demo", help="Demo mode: throwaway database seeded from fixtures.")] = False,
     fixtures: Annotated[
         Path | None, typer.Option(exists=True, dir_okay=False, help="Demo fixtures (YAML or JSON); default: built-in.")
@@ -60,7 +61,7 @@ def serve(
         from app.demo.fixtures import FixturesInvalid, load_fixtures
         from app.demo.server import DemoRefused, fail, run_demo
 
-        configure_logging("WARNING" if log_level == "info" else log_level.upper())
+        configure_logging("WARNING" if log_level in (None, "info") else log_level.upper())
         try:
             loaded, _ = load_fixtures(fixtures)
             run_demo(host=host, port=port, data=data, fixtures=loaded, issuer=issuer)
@@ -81,8 +82,15 @@ def serve(
             err=True,
         )
         raise typer.Exit(2)
-    configure_logging(log_level.upper())
-    uvicorn.run("app.asgi:app", host=host, port=port, workers=workers, **UVICORN_OPTIONS)
+    if log_level is not None:
+        # The workers read it from the environment (app/asgi.py configures each of them).
+        os.environ["EID_LOG_LEVEL"] = log_level.upper()
+        settings = load_settings_or_exit()
+    configure_logging(settings.log_level, settings.log_format_effective)
+    uvicorn.run(
+        "app.asgi:app", host=host, port=port, workers=workers,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds, **UVICORN_OPTIONS,
+    )  # fmt: skip
 
 
 def _limits_are_shared(settings: Settings) -> bool:

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
-from sqlalchemy import text
 
 from app.accounts.pages import router as accounts_pages_router
 from app.accounts.router import me as me_router
@@ -30,6 +29,8 @@ from app.core.http import BodySizeLimit, NoNul
 from app.core.observability import RequestContext
 from app.core.pages import lang_router
 from app.core.principal import Resolver, Subject
+from app.core.readiness import readiness
+from app.core.schemas import ResponseModel
 from app.core.sms import delivery_loop, make_email_gateway, make_gateway
 from app.documents.router import admin as documents_admin_router
 from app.documents.router import agency as documents_router
@@ -114,18 +115,26 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         return {"status": "ok"}
 
     @app.get(
-        "/readyz", tags=["operations"], summary="The database answers", responses={503: {"description": "Not ready"}}
+        "/readyz",
+        tags=["operations"],
+        summary="Whether this process can serve, and why not (app/core/readiness.py)",
+        responses={
+            200: {"description": "Ready (``degraded`` when Redis is down and limits are counted in the database)"},
+            503: {
+                "description": "Not ready: the checks say why; ask again after Retry-After",
+                "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            },
+        },
+        response_model=ReadyOut,
     )
     async def readyz() -> object:
-        async def ping() -> None:
-            async with app.state.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-
-        try:
-            await asyncio.wait_for(ping(), timeout=2.0)  # a free connection included
-        except Exception:
-            return problem_response(503, "not-ready", "The database does not answer")
-        return {"status": "ready"}
+        state = await readiness(app.state.ctx)
+        if not state.ready:
+            return problem_response(
+                503, "not-ready", "Not ready", "; ".join(f"{k}: {v}" for k, v in state.checks.items() if v != "ok"),
+                headers={"Retry-After": "5"}, checks=state.checks,
+            )  # fmt: skip
+        return ReadyOut(status="degraded" if state.degraded else "ready", checks=state.checks)
 
     app.openapi = lambda: _openapi_with_problems(app)  # type: ignore[method-assign]
     if settings.demo:
@@ -190,6 +199,11 @@ _PROBLEM_SCHEMA = {
     },
     "additionalProperties": True,
 }
+
+
+class ReadyOut(ResponseModel):
+    status: str  # "ready", or "degraded" (serving, with a fallback in use)
+    checks: dict[str, str]
 
 
 def _openapi_with_problems(app: FastAPI) -> dict[str, object]:

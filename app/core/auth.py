@@ -21,6 +21,7 @@ from collections.abc import Collection
 
 from fastapi import Request
 
+from app.core.context import note_caller
 from app.core.deps import get_ctx
 from app.core.errors import Forbidden, RateLimited, Unauthenticated
 from app.core.principal import Principal, Subject
@@ -59,6 +60,10 @@ class Authenticator:
                     break
         if principal is None:
             raise Unauthenticated(f"The token is unknown, expired or revoked; send {self._ask}.")
+        note_caller(
+            client_id=principal.id if principal.subject is Subject.client else None,
+            subject=f"{principal.subject.value}:{principal.id}",
+        )
         if principal.subject is Subject.client:
             retry = await ctx.limiter.hit(f"client:{principal.id}", ctx.settings.client_rate_per_minute, 60)
             if retry is not None:

@@ -9,7 +9,7 @@ import sys
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -123,6 +123,12 @@ class Settings(BaseSettings):
     # an OpenTelemetry SDK. Off by default: its exception logs carry exception messages (which
     # may hold personal data), and even unconfigured it asks for the providers on every request.
     telemetry: bool = False
+    # Logs: level, and one JSON object per line (json) or a readable line (text); default json
+    # in production, text elsewhere (app/core/observability.py).
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] | None = None
+    # On SIGTERM: stop accepting, let requests in flight finish within this bound, then exit.
+    shutdown_grace_seconds: Annotated[int, Field(ge=0, le=600)] = 20
 
     @field_validator("database_url")
     @classmethod
@@ -130,6 +136,11 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("redis_url")
     @classmethod
@@ -186,6 +197,12 @@ class Settings(BaseSettings):
         if self.rate_limits is RateLimitStore.auto:
             return RateLimitStore.redis if self.redis_url else RateLimitStore.database
         return self.rate_limits
+
+    @property
+    def log_format_effective(self) -> str:
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.env is Environment.production else "text"
 
     @property
     def is_sqlite(self) -> bool:

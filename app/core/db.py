@@ -10,10 +10,11 @@ from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.types import TypeDecorator
 
 from app.core.config import Settings
+from app.core.context import note_commit
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -56,6 +57,15 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def _committed(_session: Session) -> None:
+    note_commit()
+
+
+# A request whose transaction committed must not be answered "nothing was changed" if it fails
+# afterwards (app/core/errors.py failure_response).
+event.listen(Session, "after_commit", _committed)
 
 
 class UnstorableText(ValueError):

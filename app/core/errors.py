@@ -7,6 +7,7 @@ REST endpoints answer RFC 9457 problem details (``application/problem+json``) wi
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -222,13 +223,82 @@ async def _pool_busy_handler(request: Request, _exc: Exception) -> Response:
     return ServiceUnavailable("The service is busy.").to_response()
 
 
+# What a lost or unreachable dependency raises, at whatever layer it surfaces (a dependency,
+# middleware, a hot route, a route): the request can be retried, so it answers 503.
+def _unavailable_types() -> tuple[type[BaseException], ...]:
+    import asyncpg
+    from redis import exceptions as redis_errors
+    from sqlalchemy import exc as sa
+
+    return (
+        sa.OperationalError,  # connection refused or lost, server shutting down, database locked
+        sa.InterfaceError,  # the driver's connection is closed
+        sa.DisconnectionError,
+        sa.TimeoutError,  # no pooled connection free within EID_DATABASE_POOL_TIMEOUT_SECONDS
+        asyncpg.PostgresConnectionError,
+        asyncpg.exceptions.ConnectionDoesNotExistError,
+        asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now, query canceled
+        asyncpg.exceptions.InsufficientResourcesError,  # too many connections, out of memory or disk
+        redis_errors.ConnectionError,
+        redis_errors.TimeoutError,
+        ConnectionError,  # refused, reset, aborted, broken pipe
+        TimeoutError,
+        socket.gaierror,
+    )
+
+
+_UNAVAILABLE: tuple[type[BaseException], ...] | None = None
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` (or what it wraps) says a dependency is down or the connection to it was
+    lost: the database, Redis, a gateway. Not for errors the request itself caused."""
+    global _UNAVAILABLE
+    if _UNAVAILABLE is None:
+        _UNAVAILABLE = _unavailable_types()
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 5:
+        if isinstance(current, _UNAVAILABLE):
+            return True
+        if getattr(current, "connection_invalidated", False):  # SQLAlchemy's DBAPIError
+            return True
+        if type(current).__name__ == "InterfaceError" and "closed" in str(current):
+            return True  # asyncpg: "connection is closed", "the underlying connection is closed"
+        current = getattr(current, "orig", None) or current.__cause__
+        seen += 1
+    return False
+
+
+def failure_response(exc: BaseException, *, committed: bool) -> Response:
+    """The answer to an exception nothing else handled: 503 when a dependency is unavailable,
+    else 500. Either way it says what is true of the request's writes: a change that committed
+    before the failure is not reported as "nothing was changed"."""
+    if is_unavailable(exc):
+        if committed:
+            return problem_response(
+                503, "unavailable", "Temporarily unavailable",
+                "The change was saved, but the answer could not be completed; read the result before retrying.",
+                headers={"Retry-After": "1"},
+            )  # fmt: skip
+        return ServiceUnavailable().to_response()
+    detail = (
+        "The error was logged. The change was saved before the failure; read the result before retrying."
+        if committed
+        else "The error was logged; nothing was changed."
+    )
+    return problem_response(500, "internal", "Internal error", detail)
+
+
 async def _unstorable_handler(_request: Request, _exc: Exception) -> Response:
     return problem_response(400, "bad-request", "NUL characters are not allowed in a request")
 
 
 async def _unhandled_handler(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.scope.get("route_path", "?"))
-    return problem_response(500, "internal", "Internal error", "The error was logged; nothing was changed.")
+    # Reached only if app/core/observability.py RequestContext (which answers every failure
+    # itself, once, and keeps the connection open) is not in the stack.
+    log.error("unhandled %s on %s", type(exc).__name__, request.method)
+    return failure_response(exc, committed=False)
 
 
 def install_error_handlers(app: FastAPI) -> None:

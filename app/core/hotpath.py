@@ -110,7 +110,7 @@ def _route_path(scope: Scope) -> str:
 
 
 class HotRoutes:
-    def __init__(self, app: ASGIApp, routes: dict[tuple[str, str], ASGIApp]) -> None:
+    def __init__(self, app: ASGIApp, routes: dict[tuple[str, str], tuple[HotRoute, ASGIApp]]) -> None:
         self.app = app
         self.routes = routes
 
@@ -118,7 +118,9 @@ class HotRoutes:
         if scope["type"] == "http":
             hot = self.routes.get((scope["method"], _route_path(scope)))
             if hot is not None:
-                await hot(scope, receive, send)
+                # The matched route, where the router puts it (its ``path`` names it in logs).
+                scope["route"] = hot[0]
+                await hot[1](scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -142,7 +144,7 @@ def serve_hot_routes(app: FastAPI) -> None:
     build = app.build_middleware_stack
 
     def build_with_hot_routes() -> ASGIApp:
-        hot: dict[tuple[str, str], ASGIApp] = {}
+        hot: dict[tuple[str, str], tuple[HotRoute, ASGIApp]] = {}
         error_handler = app.exception_handlers.get(500) or app.exception_handlers.get(Exception)
         handlers = {k: v for k, v in app.exception_handlers.items() if k not in (500, Exception)}
         for route in routes:
@@ -151,7 +153,7 @@ def serve_hot_routes(app: FastAPI) -> None:
                 chain = cls(chain, *args, **kwargs)
             chain = ServerErrorMiddleware(chain, handler=error_handler, debug=app.debug)
             for method in route.methods:
-                hot[(method, route.path)] = chain
+                hot[(method, route.path)] = (route, chain)
         return HotRoutes(build(), hot)
 
     app.build_middleware_stack = build_with_hot_routes  # type: ignore[method-assign]

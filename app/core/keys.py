@@ -182,6 +182,17 @@ class KeyStore:
             raise RuntimeError(f"no {alg} signing key is active; run `eid rotate-keys`")
         return max(candidates, key=lambda k: (k.activates_at, k.kid))
 
+    def unready(self, now: dt.datetime) -> list[str]:
+        """The algorithms with no loaded key that may sign now (readiness: no database call)."""
+        return [
+            alg
+            for alg in ALGORITHMS
+            if not any(
+                k.alg == alg and k.activates_at <= now and (k.retire_at is None or k.retire_at > now)
+                for k in self._keys.values()
+            )
+        ]
+
     async def verification_key(self, kid: str, now: dt.datetime) -> LoadedKey | None:
         keys = await self._fresh()
         key = keys.get(kid)

@@ -2,7 +2,12 @@
 
 Three stores, chosen by ``EID_RATE_LIMITS`` (``auto``: Redis when ``EID_REDIS_URL`` is set, else
 the database):
-- ``redis``: one INCR + EXPIRE per hit, shared by every replica.
+- ``redis``: one INCR + EXPIRE per hit, shared by every replica. While Redis does not answer
+  (refused, reset, or no answer within 0.5 s), the limits are counted in the database instead
+  (FallbackRateLimiter), still shared by every replica, and Redis is asked again a second
+  later. A limit is therefore never dropped: it stays exact, except in a window during which
+  the store changed, where both stores' counts start from zero and up to twice the limit can
+  pass. /readyz says which store counts (app/main.py).
 - ``database``: one upsert per hit in ``rate_limits`` (PostgreSQL or SQLite), shared by every
   process on that database; ``eid purge-expired`` deletes ended windows.
 - ``memory``: this process only. Two workers would let twice the traffic through, so the
@@ -22,6 +27,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 from sqlalchemy import BigInteger, Integer, String
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -85,11 +93,22 @@ class MemoryRateLimiter:
         return None
 
 
+# How long a Redis call may take before the limit is counted in the database: a stopped Redis
+# refuses at once, an unreachable one would otherwise hold every request for redis-py's
+# defaults (5 s timeouts, 10 retries with exponential backoff).
+REDIS_TIMEOUT_SECONDS = 0.5
+
+
 class RedisRateLimiter:
     shared = True
 
     def __init__(self, url: str, prefix: str = "eid:", hash_key: Callable[[str], str] = str) -> None:
-        self.redis: Redis = Redis.from_url(url)
+        self.redis: Redis = Redis.from_url(
+            url,
+            socket_timeout=REDIS_TIMEOUT_SECONDS,
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            retry=Retry(NoBackoff(), 0),
+        )
         self.prefix = prefix + "rl:"
         self._hash = hash_key
 
@@ -200,6 +219,44 @@ class DatabaseRateLimiter:
                 lease.taking.cancel()
 
 
+class FallbackRateLimiter:
+    """Redis, and the database while Redis does not answer (see the module's docstring)."""
+
+    shared = True
+    RETRY_SECONDS = 1.0
+
+    def __init__(self, redis: RedisRateLimiter, database: DatabaseRateLimiter) -> None:
+        self.redis = redis
+        self.database = database
+        self._redis_down_until = 0.0
+        self.redis_down_since: float | None = None  # time.time() of the first failure
+
+    @property
+    def store(self) -> str:
+        """Which store counts now: ``redis``, or ``database`` while Redis is down."""
+        return "database" if self.redis_down_since is not None else "redis"
+
+    async def hit(self, key: str, limit: int, window_seconds: int) -> int | None:
+        if time.monotonic() >= self._redis_down_until:
+            try:
+                verdict = await self.redis.hit(key, limit, window_seconds)
+            except (RedisError, OSError) as exc:
+                self._redis_down_until = time.monotonic() + self.RETRY_SECONDS
+                if self.redis_down_since is None:
+                    self.redis_down_since = time.time()
+                    log.warning("Redis does not answer (%s): rate limits counted in the database", type(exc).__name__)
+            else:
+                if self.redis_down_since is not None:
+                    self.redis_down_since = None
+                    log.warning("Redis answers again: rate limits counted in Redis")
+                return verdict
+        return await self.database.hit(key, limit, window_seconds)
+
+    async def close(self) -> None:
+        await self.redis.close()
+        await self.database.close()
+
+
 def _retrieve(task: asyncio.Future[None]) -> None:
     """A lease taken ahead that failed: the next caller that runs out takes one again."""
     if not task.cancelled() and task.exception() is not None:
@@ -217,7 +274,8 @@ def make_rate_limiter(
     store = settings.rate_limit_store
     if store is RateLimitStore.redis:
         assert settings.redis_url
-        return RedisRateLimiter(settings.redis_url, settings.redis_prefix, hash_key)
+        redis = RedisRateLimiter(settings.redis_url, settings.redis_prefix, hash_key)
+        return FallbackRateLimiter(redis, DatabaseRateLimiter(sessionmaker, hash_key))
     if store is RateLimitStore.database:
         return DatabaseRateLimiter(sessionmaker, hash_key)
     return MemoryRateLimiter(hash_key)

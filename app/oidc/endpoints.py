@@ -21,6 +21,7 @@ from app.accounts.models import Account, AccountStatus
 from app.clients.service import SERVICE_SCOPES, USER_SCOPES, ClientInfo
 from app.core import audit
 from app.core.audit import AccessRow, Actor, AuditRow, LegalBasis
+from app.core.context import note_caller
 from app.core.db import note_revocation
 from app.core.errors import OAuthError, invalid_token, oauth_error_responses
 from app.core.hotpath import hot
@@ -69,6 +70,7 @@ async def _authenticated(request: Request) -> tuple[Provider, dt.datetime, dict[
     now = provider.ctx.clock.now()
     form = await read_form(request)
     client = await authenticate_client(provider, form, request.headers.get("authorization"), now=now)
+    note_caller(client_id=client.client_id)
     return provider, now, form, client
 
 

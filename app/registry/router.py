@@ -21,9 +21,9 @@ IdNumberPath = Annotated[IdNumber, Path(description="The 12-digit personal ID nu
 async def put_citizen(
     body: CitizenIn, staff: RegistryAdmin, session: SessionDep, ctx: CtxDep, response: Response
 ) -> CitizenOut:
-    citizen, created = await service.upsert_citizen(session, body, actor=staff.actor, now=ctx.clock.now())
+    written, created = await service.upsert_citizen(session, body, actor=staff.actor, now=ctx.clock.now())
     response.status_code = 201 if created else 200
-    return await service.describe_citizen(session, citizen)
+    return written
 
 
 @router.get("/citizens/{id_number}", response_model=CitizenOut, summary="Read a registry record")

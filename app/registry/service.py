@@ -55,11 +55,15 @@ async def _unknown_guardians(session: AsyncSession, record: CitizenIn) -> list[s
 
 async def upsert_citizen(
     session: AsyncSession, record: CitizenIn, *, actor: Actor, now: dt.datetime
-) -> tuple[Citizen, bool]:
-    """Create or correct one record, in its own transaction; returns (citizen, created)."""
+) -> tuple[CitizenOut, bool]:
+    """Create or correct one record, in its own transaction; returns (the record as written,
+    created). The answer is read before the commit, so that nothing can fail after it: a
+    failure answers "nothing was changed" only when that is true."""
     citizen, created = await write_citizen(session, record, actor=actor, now=now)
+    await session.flush()
+    written = await describe_citizen(session, citizen)
     await session.commit()
-    return citizen, created
+    return written, created
 
 
 async def write_citizen(
@@ -123,15 +127,16 @@ async def read_citizen(session: AsyncSession, id_number: str, *, actor: Actor, n
         now=now,
         target_id_number=id_number,
     )
-    if citizen is not None:
-        disclose(
-            session, id_number=id_number, recipient_type="officer", recipient_id=actor.id, recipient_name=None,
-            channel="registry", categories=["registry_record"], legal_basis=LegalBasis.law, consent_id=None, now=now,
-        )  # fmt: skip
-    await session.commit()
     if citizen is None:
+        await session.commit()
         raise CitizenNotFound()
-    return await describe_citizen(session, citizen)
+    disclose(
+        session, id_number=id_number, recipient_type="officer", recipient_id=actor.id, recipient_name=None,
+        channel="registry", categories=["registry_record"], legal_basis=LegalBasis.law, consent_id=None, now=now,
+    )  # fmt: skip
+    record = await describe_citizen(session, citizen)  # before the commit: nothing can fail after it
+    await session.commit()
+    return record
 
 
 async def describe_citizen(session: AsyncSession, citizen: Citizen) -> CitizenOut:

@@ -82,7 +82,10 @@ async def test_a_hot_route_runs_inside_the_apps_middleware(http: httpx.AsyncClie
         r = await http.post("/hot", content=b"ping", headers={"X-Request-ID": "req-1"})
     assert (r.status_code, r.content) == (200, b"ping") and "x-routed" not in r.headers
     assert r.headers["x-tag"] == "inner" and r.headers["x-request-id"] == "req-1"
-    assert any("POST /hot 200" in m and "rid=req-1" in m for m in caplog.messages)
+    assert any(
+        r.getMessage().startswith("POST /hot 200") and r.request_id == "req-1" and r.route == "/hot"
+        for r in caplog.records
+    )
     too_big = await http.post("/hot", content=b"x" * 17)
     assert too_big.status_code == 413 and too_big.json()["type"] == "urn:eid:problem:payload-too-large"
     assert too_big.headers["x-tag"] == "inner"
@@ -117,15 +120,16 @@ async def test_below_a_root_path_the_hot_route_still_matches() -> None:
 
 
 async def test_the_identity_check_answers_as_every_route_does(env: Harness, caplog: Any) -> None:
-    _, h = await bank(env)
+    client_id, h = await bank(env)
     c = await env.citizen()
     body = {"id_number": c["id_number"], "full_name": c["full_name"]}
     with caplog.at_level(logging.INFO, logger="eid.access"):
         r = await env.client.post("/verify/identity", json=body, headers={**h, "X-Request-ID": "bank-check-7"})
     assert r.status_code == 200 and r.headers["x-request-id"] == "bank-check-7"
-    logged = [m for m in caplog.messages if "rid=bank-check-7" in m]
-    assert len(logged) == 1 and "POST /verify/identity 200" in logged[0]
-    assert c["id_number"] not in logged[0]
+    logged = [r for r in caplog.records if getattr(r, "request_id", None) == "bank-check-7"]
+    assert len(logged) == 1 and logged[0].getMessage().startswith("POST /verify/identity 200")
+    assert logged[0].client_id == client_id and logged[0].route == "/verify/identity"
+    assert c["id_number"] not in logged[0].getMessage()
     huge = {**body, "full_name": "x" * (env.ctx.settings.max_body_bytes + 1)}
     r = await env.client.post("/verify/identity", json=huge, headers=h)
     assert r.status_code == 413 and r.json()["type"] == "urn:eid:problem:payload-too-large"
