@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -33,6 +35,11 @@ NAMING_CONVENTION = {
 # connections use the generic plan, made once; PostgreSQL makes it again after ANALYZE changes
 # the tables' statistics, and after DDL.
 RAW_SERVER_SETTINGS = {"plan_cache_mode": "force_generic_plan"}
+
+# How long a new PostgreSQL connection, and one statement, may take before the request gives up
+# (503). No statement of a request should come near it; the bulk importer has its own connection.
+CONNECT_TIMEOUT_SECONDS = 5.0
+COMMAND_TIMEOUT_SECONDS = 30.0
 
 
 class Base(DeclarativeBase):
@@ -66,6 +73,21 @@ def _committed(_session: Session) -> None:
 # A request whose transaction committed must not be answered "nothing was changed" if it fails
 # afterwards (app/core/errors.py failure_response).
 event.listen(Session, "after_commit", _committed)
+
+
+class DatabaseUnreachable(ConnectionError):
+    """A new PostgreSQL connection could not be opened: refused, timed out, or refused by the
+    server (shutting down, starting up, not accepting connections, too many clients). Whatever
+    the server said, the database is unavailable to this process for now (503)."""
+
+
+async def _connect_asyncpg(dsn: str, **kwargs: Any) -> Any:
+    import asyncpg
+
+    try:
+        return await asyncpg.connect(dsn, **kwargs)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise DatabaseUnreachable(f"cannot connect to the database: {type(exc).__name__}") from exc
 
 
 class UnstorableText(ValueError):
@@ -111,9 +133,12 @@ def _sqlite_begin_immediate(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(settings: Settings, *, url: str | None = None, reader: bool = False) -> AsyncEngine:
+def make_engine(
+    settings: Settings, *, url: str | None = None, reader: bool = False, long_statements: bool = False
+) -> AsyncEngine:
     """The engine; ``reader=True`` on SQLite gives a read-only one whose transactions do not
-    take the write lock, for caches that reload while a request's transaction is open."""
+    take the write lock, for caches that reload while a request's transaction is open;
+    ``long_statements`` lifts the statement timeout (the bulk importer's statements take minutes)."""
     url = url or settings.database_url
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[1] if ":///" in url else ""
@@ -131,12 +156,23 @@ def make_engine(settings: Settings, *, url: str | None = None, reader: bool = Fa
         return engine
     # A fixed pool: connections opened past it ("overflow") are closed on return, so a busy
     # process kept forking and tearing down PostgreSQL backends (tests/core/test_db_pool.py).
+    # asyncpg waits 60 s for a connection and forever for an answer by default: a partitioned
+    # database would hold every request. Past these, the request answers 503.
+    timeouts = {
+        "timeout": CONNECT_TIMEOUT_SECONDS,
+        "command_timeout": None if long_statements else COMMAND_TIMEOUT_SECONDS,
+    }
+
+    async def connect() -> Any:
+        return await _connect_asyncpg(raw_dsn(url), **timeouts)
+
     engine = create_async_engine(
         url,
         pool_size=settings.database_pool_size,
         max_overflow=0,
         pool_timeout=settings.database_pool_timeout_seconds,
         pool_pre_ping=False,
+        async_creator=connect,
     )
     event.listen(engine.sync_engine, "before_cursor_execute", _refuse_nul)
     return engine
@@ -184,11 +220,30 @@ async def create_raw_pool(settings: Settings) -> Any:
 
     return await asyncpg.create_pool(
         raw_dsn(settings.database_url),
+        connect=_connect_asyncpg,
+        timeout=CONNECT_TIMEOUT_SECONDS,
+        command_timeout=COMMAND_TIMEOUT_SECONDS,
         min_size=1,
         max_size=settings.database_pool_size,
         reset=_no_reset,
         server_settings={**RAW_SERVER_SETTINGS, "application_name": "eid-hot-path"},
     )
+
+
+async def raw_fetchrow(pool: Any, sql: str, *args: Any, timeout: float | None = None) -> Any:  # noqa: ASYNC109
+    """One statement on a connection of a raw pool (create_raw_pool). A connection that a
+    cancelled round trip left mid-operation is closed, not pooled again: the pool does no reset
+    on release, and the next caller would get "another operation is in progress". (One that was
+    lost, the pool closes itself.)"""
+    import asyncpg
+
+    async with pool.acquire() as conn:
+        try:
+            return await conn.fetchrow(sql, *args, timeout=timeout)
+        except (asyncpg.InternalClientError, asyncio.CancelledError, TimeoutError):
+            with contextlib.suppress(asyncpg.InterfaceError):
+                conn.terminate()
+            raise
 
 
 # Set on a connection whose transaction revoked tokens, grants or accounts (note_revocation).

@@ -239,6 +239,7 @@ def _unavailable_types() -> tuple[type[BaseException], ...]:
         asyncpg.exceptions.ConnectionDoesNotExistError,
         asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now, query canceled
         asyncpg.exceptions.InsufficientResourcesError,  # too many connections, out of memory or disk
+        asyncpg.InternalClientError,  # a connection left mid-operation by a lost round trip
         redis_errors.ConnectionError,
         redis_errors.TimeoutError,
         ConnectionError,  # refused, reset, aborted, broken pipe

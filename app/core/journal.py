@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.audit import AccessLogEntry, AccessRow, AuditEvent, AuditRow, access_values, add_call_rows, audit_values
 from app.core.batching import Batcher, Coalescer
 from app.core.context import request_id_var
-from app.core.db import RAW_SERVER_SETTINGS
+from app.core.db import RAW_SERVER_SETTINGS, raw_fetchrow
 from app.core.errors import ServiceUnavailable
 
 
@@ -134,7 +134,7 @@ class GroupCommitJournal:
         return outcomes
 
     async def _write(self, rows: list[JournalRows]) -> None:
-        await self._pool.execute(_SQL, *journal_params(rows), timeout=STATEMENT_TIMEOUT)
+        await raw_fetchrow(self._pool, _SQL, *journal_params(rows), timeout=STATEMENT_TIMEOUT)
 
     async def _write_batch(self, batch: list[JournalRows]) -> list[Exception | None]:
         try:
@@ -213,6 +213,10 @@ class RecordedReads(Coalescer[_Pending[C], R]):
                 wanted = list({self._key(pending.call) for pending, _ in batch})
                 try:
                     found = await self._statement(audits, accesses, wanted)
+                except asyncpg.PostgresConnectionError as exc:  # lost: nothing is known
+                    self._lost(exc, [done for _, done, _ in decided] + [done for _, done in batch])
+                    decided, batch = [], []
+                    continue
                 except asyncpg.PostgresError as exc:
                     # Refused, so nothing of it was written. One refused row must not fail the
                     # other calls: write the rows one call at a time, and read this batch again.
@@ -226,9 +230,7 @@ class RecordedReads(Coalescer[_Pending[C], R]):
                     decided, batch = [], []
                     continue
                 except Exception as exc:  # the connection is lost or stalled: nothing is known
-                    log.error("%s: a round trip failed: %s", self._name, type(exc).__name__)
-                    self._drop_connection()
-                    self._fail([done for _, done, _ in decided] + [done for _, done in batch])
+                    self._lost(exc, [done for _, done, _ in decided] + [done for _, done in batch])
                     decided, batch = [], []
                     continue
                 for _, done, outcome in decided:
@@ -266,6 +268,11 @@ class RecordedReads(Coalescer[_Pending[C], R]):
                 done.set_result(outcome)
             else:
                 self._fail([done])
+
+    def _lost(self, exc: Exception, waiting: list[asyncio.Future[R]]) -> None:
+        log.error("%s: a round trip failed: %s", self._name, type(exc).__name__)
+        self._drop_connection()
+        self._fail(waiting)
 
     def _drop_connection(self) -> None:
         """After a lost or stalled round trip, start again on a new connection (the next batch)."""

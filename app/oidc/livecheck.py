@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import Uuid, bindparam, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.core.db import REVOKES
+from app.core.db import REVOKES, raw_fetchrow
 
 log = logging.getLogger("eid.livecheck")
 CHANNEL = "eid_revocation"
@@ -106,7 +106,10 @@ class LiveCheck:
                 self.forget()
 
         def after_rollback(conn: Any) -> None:
-            conn.info.pop(REVOKES, None)
+            # A lost connection's info goes with it; reading it would raise (PendingRollbackError)
+            # in the middle of the rollback and turn a 503 into a 500.
+            if not conn.invalidated:
+                conn.info.pop(REVOKES, None)
 
         event.listen(engine.sync_engine, "commit", after_commit)
         event.listen(engine.sync_engine, "rollback", after_rollback)
@@ -129,7 +132,7 @@ class LiveCheck:
             if seen is not None and time.monotonic() - seen < MAX_AGE:
                 return True
         if self._pool is not None:
-            row = await self._pool.fetchrow(_PG_QUERY, jti, grant_id)
+            row = await raw_fetchrow(self._pool, _PG_QUERY, jti, grant_id)
         else:
             async with self._sessionmaker() as session:
                 row = (await session.execute(_SQLA_QUERY, {"jti": jti, "gid": grant_id})).one()

@@ -742,7 +742,7 @@ class _SqliteSink:
     )
 
     def __init__(self, settings: Settings, url: str, now: dt.datetime) -> None:
-        self.engine = make_engine(settings, url=url)
+        self.engine = make_engine(settings, url=url, long_statements=True)
         event.listen(self.engine.sync_engine, "connect", _sqlite_import_cache)
         self.conn: AsyncConnection | None = None
         self.deferred = 0  # rows deferred by the committed batches

@@ -157,7 +157,13 @@ def live_server(tmp: Path, *, seed_demo: bool = True, startup_timeout: float = 2
 
 @contextlib.contextmanager
 def live_cluster(
-    tmp: Path, count: int, *, database_url: str, env: dict[str, str] | None = None, startup_timeout: float = 30.0
+    tmp: Path,
+    count: int,
+    *,
+    database_url: str,
+    env: dict[str, str] | None = None,
+    startup_timeout: float = 30.0,
+    workers: int = 1,
 ) -> Iterator[tuple[LiveServer, ...]]:
     """``count`` processes of ``eid serve`` on one database (migrated and seeded with the demo
     data first), as replicas behind one issuer URL: each on its own port, with the same secret."""
@@ -187,7 +193,8 @@ def live_cluster(
         for server, port in zip(servers, ports, strict=True):
             with server.log_path.open("wb") as log:
                 server.process = subprocess.Popen(
-                    [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                    [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+                     "--workers", str(workers)],
                     cwd=ROOT, env=base, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )  # fmt: skip
