@@ -21,6 +21,7 @@ parent: app/asgi.py calls configure_logging in each.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import itertools
@@ -36,7 +37,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.context import RequestState, request_id_var, request_state_var
-from app.core.errors import failure_response, is_unavailable
+from app.core.errors import failure_response, is_unavailable, problem_response
 from app.core.privacy import ScrubFilter, scrub
 
 access_log = logging.getLogger("eid.access")
@@ -101,7 +102,7 @@ class RequestContext:
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
-        failure: Exception | None = None
+        failure: BaseException | None = None
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
@@ -109,13 +110,26 @@ class RequestContext:
             if status == 0:
                 with contextlib.suppress(OSError):  # the client went away
                     await failure_response(exc, committed=state.committed)(scope, receive, send_with_id)
+        except asyncio.CancelledError as exc:
+            # The server cancels what is still running when EID_SHUTDOWN_GRACE_SECONDS is up
+            # (nothing else cancels a request). Answer 503 so that the client retries elsewhere,
+            # rather than the server's bare 500, and let the request end here.
+            failure = exc
+            if status == 0:
+                with contextlib.suppress(OSError):
+                    await SHUTTING_DOWN(scope, receive, send_with_id)
         finally:
             _log_request(scope, state, status, time.perf_counter() - started, failure)
             request_state_var.reset(state_token)
             request_id_var.reset(id_token)
 
 
-def _log_request(scope: Scope, state: RequestState, status: int, seconds: float, failure: Exception | None) -> None:
+SHUTTING_DOWN = problem_response(
+    503, "unavailable", "The server is shutting down; retry", headers={"Retry-After": "1", "Connection": "close"}
+)
+
+
+def _log_request(scope: Scope, state: RequestState, status: int, seconds: float, failure: BaseException | None) -> None:
     route = route_template(scope)
     fields = {
         "request_id": state.request_id,
@@ -130,7 +144,11 @@ def _log_request(scope: Scope, state: RequestState, status: int, seconds: float,
         access_log.info("%s %s %d %.1fms", scope["method"], route, status, seconds * 1000, extra=fields)
         return
     fields["exc_type"] = type(failure).__name__
-    if is_unavailable(failure):
+    if isinstance(failure, asyncio.CancelledError):
+        access_log.warning(
+            "%s %s %d %.1fms: cut off at shutdown", scope["method"], route, status, seconds * 1000, extra=fields
+        )
+    elif is_unavailable(failure):
         access_log.warning(
             "%s %s %d %.1fms: unavailable (%s)", scope["method"], route, status, seconds * 1000,
             type(failure).__name__, extra=fields,
@@ -214,3 +232,4 @@ def configure_logging(level: str = "INFO", fmt: str = "text", stream: IO[str] | 
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin, at start

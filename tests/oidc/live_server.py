@@ -116,7 +116,14 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def live_server(tmp: Path, *, seed_demo: bool = True, startup_timeout: float = 20.0) -> Iterator[LiveServer]:
+def live_server(
+    tmp: Path,
+    *,
+    seed_demo: bool = True,
+    startup_timeout: float = 20.0,
+    extra_env: dict[str, str] | None = None,
+    workers: int = 1,
+) -> Iterator[LiveServer]:
     """Migrate a fresh SQLite database in ``tmp``, optionally seed the demo data, start
     ``eid serve`` on a free port and wait for /readyz; stop the server on exit."""
     port = free_port()
@@ -132,6 +139,7 @@ def live_server(tmp: Path, *, seed_demo: bool = True, startup_timeout: float = 2
             "EID_ARGON2_MEMORY_KIB": "1024",
             "EID_ARGON2_TIME_COST": "1",
             "PYTHONUNBUFFERED": "1",
+            **(extra_env or {}),
         }
     )
     server = LiveServer(issuer=issuer, env=env, log_path=tmp / "server.log")
@@ -140,7 +148,18 @@ def live_server(tmp: Path, *, seed_demo: bool = True, startup_timeout: float = 2
         server.cli("seed-demo")
     with server.log_path.open("wb") as log:
         server.process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
