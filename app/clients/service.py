@@ -22,6 +22,7 @@ from app.core.audit import Actor
 from app.core.crypto import Keyring
 from app.core.deps import AppContext
 from app.core.errors import Conflict, InvalidInput
+from app.core.principal import METRICS
 
 CLIENT_KINDS = ("portal", "bank", "agency", "admin")
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
@@ -29,7 +30,7 @@ AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", 
 
 # Scopes a citizen can grant to a portal, and scopes granted to a client for itself.
 USER_SCOPES = ("openid", "profile", "phone", "email", "address", "national_id", "documents", "offline_access")
-SERVICE_SCOPES = ("verify", "ekyc", "documents:issue", "admin:clients", "introspect")
+SERVICE_SCOPES = ("verify", "ekyc", "documents:issue", "admin:clients", "introspect", METRICS)
 
 
 @dataclass(frozen=True)
