@@ -10,6 +10,7 @@ import datetime as dt
 import re
 import threading
 import time
+from typing import Any
 
 import anyio.to_thread
 import pytest
@@ -20,7 +21,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.core.metrics import measured_pool
 from app.core.passwords import PasswordHasher
 from tests.core.test_authenticator import client_token
-from tests.oidc.flow import make_client
+from tests.oidc.flow import form_fields, make_client, pkce_pair, sign_in_and_consent
 from tests.support import Harness
 
 Key = tuple[str, frozenset[tuple[str, str]]]
@@ -128,6 +129,89 @@ async def test_requests_are_counted_by_route_template_and_status_never_by_path(e
     assert not [v for v in values if re.search(r"\d{9}|/nothing", v)], values
 
 
+async def test_sign_ins_are_counted_by_who_where_and_result(env: Harness) -> None:
+    reader = await metrics_reader(env)
+    c = await env.citizen()
+    pw = await env.register_level1(c)
+    stranger = await env.citizen()  # in the registry, without an account
+    before = await scrape(env, reader)
+    for id_number, password in (
+        (c["id_number"], pw),
+        (c["id_number"], "not the password at all"),
+        (stranger["id_number"], "not the password at all"),
+    ):
+        await env.client.post("/accounts/sessions", json={"id_number": id_number, "password": password})
+    await env.client.post("/staff/token", json={"username": "admin.test", "password": "wrong password for staff"})
+    await env.client.post("/staff/token", json={"username": "nobody.here", "password": "wrong password for staff"})
+    await env.relogin()
+    # The OpenID login form: a malformed attempt, then a good one.
+    client_id, _ = await make_client(env)
+    _, challenge = pkce_pair()
+    async with env.browser() as browser:
+        page = await browser.get("/authorize", follow_redirects=True, params={
+            "client_id": client_id, "redirect_uri": "https://portal.example.gov.vn/callback", "response_type": "code",
+            "scope": "openid", "state": "s", "nonce": "n", "code_challenge": challenge, "code_challenge_method": "S256",
+        })  # fmt: skip
+        fields = form_fields(page.text)
+        assert 'action="/login"' in page.text, page.text[:300]
+        r = await browser.post("/login", data={**fields, "id_number": "12", "password": "x"})
+        assert r.status_code == 401
+    async with env.browser() as browser:
+        await sign_in_and_consent(browser, client_id, challenge, c["id_number"], pw)
+    after = await scrape(env, reader)
+
+    def moved(subject: str, channel: str, result: str) -> float:
+        labels = {"subject": subject, "channel": channel, "result": result}
+        return after("eid_sign_ins_total", **labels) - before("eid_sign_ins_total", **labels)
+
+    assert moved("citizen", "api", "ok") == 1
+    assert moved("citizen", "api", "wrong_password") == 1
+    assert moved("citizen", "api", "unknown_id") == 1
+    assert moved("citizen", "page", "malformed") == 1
+    assert moved("citizen", "page", "ok") == 1
+    assert moved("staff", "api", "wrong_password") == 1
+    assert moved("staff", "api", "unknown_user") == 1
+    assert moved("staff", "api", "ok") == 1
+    # Each attempt cost one argon2id verification (the malformed one too, for equal timing).
+    assert after("eid_argon2_duration_seconds_count") - before("eid_argon2_duration_seconds_count") >= 8
+
+
+async def test_tokens_introspections_and_checks_are_counted_by_result(env: Harness) -> None:
+    reader = await metrics_reader(env)
+    c = await env.citizen()
+    before = await scrape(env, reader)
+    client_id, secret = await make_client(
+        env, name="Ngân hàng", kind="bank", grant_types=["client_credentials"], redirect_uris=[],
+        post_logout_redirect_uris=[], scopes=["verify"],
+    )  # fmt: skip
+    auth = (client_id, secret or "")
+    token = (await env.client.post("/token", data={"grant_type": "client_credentials"}, auth=auth)).json()
+    refused = await env.client.post("/token", data={"grant_type": "client_credentials", "scope": "ekyc"}, auth=auth)
+    assert refused.status_code == 400  # no token issued
+    for value, active in ((token["access_token"], True), ("not.a.token", False), ("opaque", False)):
+        r = await env.client.post("/introspect", data={"token": value}, auth=auth)
+        assert r.json()["active"] is active
+    bank = {"Authorization": f"Bearer {token['access_token']}"}
+    for name in (c["full_name"], "Trần Văn Khác"):
+        body = {"id_number": c["id_number"], "full_name": name, "date_of_birth": c["date_of_birth"]}
+        assert (await env.client.post("/verify/identity", json=body, headers=bank)).status_code == 200
+    body = {"type": "driving_licence", "number": "001234567890"}
+    assert (await env.client.post("/verify/documents", json=body, headers=bank)).status_code == 200
+    after = await scrape(env, reader)
+
+    def moved(name: str, **labels: str) -> float:
+        return after(name, **labels) - before(name, **labels)
+
+    assert moved("eid_tokens_issued_total", grant="client_credentials") == 1
+    assert moved("eid_tokens_issued_total", grant="authorization_code") == 0
+    assert after.has("eid_tokens_issued_total", grant="refresh_token")
+    assert moved("eid_introspections_total", result="active") == 1
+    assert moved("eid_introspections_total", result="inactive") == 2
+    assert moved("eid_verify_calls_total", check="identity", result="match") == 1
+    assert moved("eid_verify_calls_total", check="identity", result="no_match") == 1
+    assert moved("eid_verify_calls_total", check="document", result="unknown") == 1
+
+
 async def test_outbox_depth_and_oldest_age(env: Harness) -> None:
     reader = await metrics_reader(env)
     c = await env.citizen()
@@ -143,6 +227,30 @@ async def test_outbox_depth_and_oldest_age(env: Harness) -> None:
     env.ctx.clock.advance(dt.timedelta(seconds=300))  # the scraper's token lives 10 minutes
     later = await scrape(env, reader)
     assert later("eid_outbox_oldest_age_seconds", outbox="sms") >= 300
+
+
+async def test_otps_sent_by_purpose(env: Harness) -> None:
+    reader = await metrics_reader(env)
+    c = await env.citizen()
+    stranger = await env.citizen(phone=None)
+    before = await scrape(env, reader)
+    for who in (c, stranger):  # a code for the first; the registry links no phone to the second
+        body = {k: who[k] for k in ("id_number", "full_name", "date_of_birth")} | {"phone": c["phone"]}
+        assert (await env.client.post("/accounts/registrations", json=body)).status_code == 202
+    after = await scrape(env, reader)
+    assert (
+        after("eid_otps_sent_total", purpose="registration") - before("eid_otps_sent_total", purpose="registration")
+        == 1
+    )
+    await env.register_level1(c)
+    middle = await scrape(env, reader)
+    reset = await env.client.post("/accounts/password-resets", json={"id_number": c["id_number"], "phone": c["phone"]})
+    assert reset.status_code == 202
+    last = await scrape(env, reader)
+    assert (
+        last("eid_otps_sent_total", purpose="password_reset") - middle("eid_otps_sent_total", purpose="password_reset")
+        == 1
+    )
 
 
 async def test_database_connections_in_use(env: Harness) -> None:
@@ -226,3 +334,35 @@ async def test_argon2_calls_waiting_for_a_thread_and_running(env: Harness) -> No
     assert after("eid_argon2_wait_seconds_count") - before("eid_argon2_wait_seconds_count") == 2
     assert after("eid_argon2_wait_seconds_sum") - before("eid_argon2_wait_seconds_sum") >= 0.2
     assert after("eid_argon2_duration_seconds_sum") - before("eid_argon2_duration_seconds_sum") >= 0.2
+
+
+async def test_cache_hits_and_misses(env: Harness) -> None:
+    reader = await metrics_reader(env)
+    client_id, secret = await make_client(
+        env, name="Bên thử", kind="bank", grant_types=["client_credentials"], redirect_uris=[],
+        post_logout_redirect_uris=[], scopes=["introspect"],
+    )  # fmt: skip
+    auth = (client_id, secret or "")
+    before = await scrape(env, reader)
+    token = (await env.client.post("/token", data={"grant_type": "client_credentials"}, auth=auth)).json()
+    for _ in range(2):
+        r = await env.client.post("/introspect", data={"token": token["access_token"]}, auth=auth)
+        assert r.json()["active"] is True
+    after = await scrape(env, reader)
+
+    def moved(cache: str, result: str) -> float:
+        labels: dict[str, Any] = {"cache": cache, "result": result}
+        return after("eid_cache_lookups_total", **labels) - before("eid_cache_lookups_total", **labels)
+
+    # The new client: a miss at /token, then hits at both introspections (and the scrape's).
+    assert moved("clients", "miss") >= 1
+    assert moved("clients", "hit") >= 2
+    # Its token: verified once, then remembered (the scraper's token is a hit each time).
+    assert moved("verified_tokens", "miss") == 1
+    assert moved("verified_tokens", "hit") >= 2
+    if env.backend == "postgresql":  # live tokens are remembered while LISTENing (app/oidc/livecheck.py)
+        assert moved("live_tokens", "hit") >= 2
+    else:  # SQLite: one process, asked every time
+        assert moved("live_tokens", "miss") >= 3 and moved("live_tokens", "hit") == 0
+    assert after.has("eid_cache_lookups_total", cache="client_jwks", result="hit")
+    assert after("eid_worker_processes") == 1
