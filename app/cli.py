@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import getpass
+import logging
 import os
 import secrets
+import shutil
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -87,10 +90,39 @@ def serve(
         os.environ["EID_LOG_LEVEL"] = log_level.upper()
         settings = load_settings_or_exit()
     configure_logging(settings.log_level, settings.log_format_effective)
-    uvicorn.run(
-        "app.asgi:app", host=host, port=port, workers=workers,
-        timeout_graceful_shutdown=settings.shutdown_grace_seconds, **UVICORN_OPTIONS,
-    )  # fmt: skip
+    made = _metrics_directory(workers)
+    try:
+        uvicorn.run(
+            "app.asgi:app", host=host, port=port, workers=workers,
+            timeout_graceful_shutdown=settings.shutdown_grace_seconds, **UVICORN_OPTIONS,
+        )  # fmt: skip
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+
+
+_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _metrics_directory(workers: int) -> Path | None:
+    """Where the workers write their metrics for GET /metrics to add up (app/core/metrics.py),
+    set in the environment before uvicorn starts them (prometheus-client reads it when it is
+    imported; this process does not import it): ``PROMETHEUS_MULTIPROC_DIR`` when the operator
+    set it, emptied of an earlier run's files, which would otherwise be added to this one's;
+    else, with more than one worker, a new temporary directory, returned to be removed at exit;
+    else none (one process: prometheus-client's default registry)."""
+    given = os.environ.get(_MULTIPROC_ENV)
+    made = None
+    if given:
+        Path(given).mkdir(parents=True, exist_ok=True)
+        for stale in Path(given).glob("*.db"):
+            stale.unlink(missing_ok=True)
+    elif workers > 1:
+        made = Path(tempfile.mkdtemp(prefix="eid-metrics-"))
+        os.environ[_MULTIPROC_ENV] = str(made)
+    if _MULTIPROC_ENV in os.environ:
+        logging.getLogger("eid.metrics").info("workers write their metrics in %s", os.environ[_MULTIPROC_ENV])
+    return made
 
 
 def _limits_are_shared(settings: Settings) -> bool:

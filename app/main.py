@@ -26,11 +26,13 @@ from app.core.deps import build_context
 from app.core.errors import install_error_handlers, problem_response
 from app.core.hotpath import hot_routes, serve_hot_routes
 from app.core.http import BodySizeLimit, NoNul
+from app.core.metrics import HttpMetrics
 from app.core.observability import RequestContext
 from app.core.pages import lang_router
 from app.core.principal import Resolver, Subject
 from app.core.readiness import readiness
 from app.core.schemas import ResponseModel
+from app.core.scrape import router as metrics_router
 from app.core.sms import delivery_loop, make_email_gateway, make_gateway
 from app.documents.router import admin as documents_admin_router
 from app.documents.router import agency as documents_router
@@ -109,6 +111,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(NoNul)
     app.add_middleware(RequestContext)
+    app.add_middleware(HttpMetrics)  # outermost: it sees the others' answers too
 
     @app.get("/healthz", tags=["operations"], summary="The process is up")
     async def healthz() -> dict[str, str]:
@@ -161,6 +164,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(sharing_router)
     app.include_router(verify_router)
     app.include_router(verify_me_router)
+    app.include_router(metrics_router)
     # The routes declared @hot are matched before everything else and skip FastAPI's per-request
     # layers (app/core/hotpath.py); the OpenAPI document describes them from their APIRoutes.
     serve_hot_routes(app)

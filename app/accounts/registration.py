@@ -39,6 +39,7 @@ from app.core.audit import ANONYMOUS
 from app.core.crypto import random_digits
 from app.core.deps import AppContext
 from app.core.errors import RateLimited
+from app.core.metrics import OTPS_SENT
 from app.core.notify import Notice, Recipient, local_time, notify
 from app.core.passwords import generate_initial_password
 from app.core.schemas import fold_name
@@ -146,6 +147,8 @@ async def _send_challenge(
         now=now, target_id_number=id_number, detail=detail,
     )  # fmt: skip
     await session.commit()
+    if reason is None:
+        OTPS_SENT.labels(purpose.value).inc()
     return challenge
 
 

@@ -30,6 +30,7 @@ from app.core.crypto import random_token
 from app.core.db import note_revocation
 from app.core.deps import AppContext
 from app.core.errors import RateLimited, Unauthenticated
+from app.core.metrics import SIGN_INS
 from app.core.notify import Notice, Recipient, local_time, notify
 from app.core.passwords import PasswordRule, password_rules_broken
 from app.core.principal import Principal, Subject
@@ -77,26 +78,43 @@ async def notify_account(
     )  # fmt: skip
 
 
-async def limit_sign_ins(ctx: AppContext, id_number: str) -> None:
+def count_sign_in(channel: str | None, result: str) -> None:
+    """A citizen's sign-in attempt in the metrics (app/core/metrics.py), by where it was made
+    (``page``: the OpenID login form, ``api``: POST /accounts/sessions) and its result (``ok``
+    or the failure's reason, as audited). None: a password check that is no sign-in."""
+    if channel is not None:
+        SIGN_INS.labels("citizen", channel, result).inc()
+
+
+async def limit_sign_ins(ctx: AppContext, id_number: str, *, channel: str) -> None:
     """At most EID_SIGNIN_RATE_PER_HOUR attempts per ID number, in every process: on top of the
     lockout, it bounds guessing also while an account is locked (NIST SP 800-63B §5.2.2).
     Call it before the request's transaction runs a statement (app/core/ratelimit.py)."""
     retry = await ctx.limiter.hit(f"signin:{id_number}", ctx.settings.signin_rate_per_hour, 3600)
     if retry is not None:
+        count_sign_in(channel, "rate_limited")
         raise RateLimited(retry)
 
 
 async def authenticate(
-    session: AsyncSession, ctx: AppContext, *, id_number: str, password: str, allow_must_change: bool = False
+    session: AsyncSession,
+    ctx: AppContext,
+    *,
+    id_number: str,
+    password: str,
+    allow_must_change: bool = False,
+    channel: str | None = None,
 ) -> Account:
     """Check a citizen's password. Every failure answers LoginFailed, whatever its reason;
-    the reason goes to the audit trail. Unknown ID numbers cost the same argon2id verify.
+    the reason goes to the audit trail (and, for a sign-in made through ``channel``, to the
+    metrics). Unknown ID numbers cost the same argon2id verify.
     Only a caller who gave the right password learns that the account is locked, and until when."""
     account = await current_account(session, id_number)
     ok, new_hash = await ctx.hasher.verify(password, account.password_hash if account else None)
     now = ctx.clock.now()
 
     def fail(reason: str) -> LoginFailed:
+        count_sign_in(channel, reason)
         audit.record(
             session, actor=ANONYMOUS, action="account.login", outcome="denied", now=now,
             target_id_number=id_number, detail={"reason": reason},
@@ -137,12 +155,14 @@ async def authenticate(
                 now=now, target_id_number=id_number,
             )  # fmt: skip
             await session.commit()
+            count_sign_in(channel, "password_change_required")
             raise PasswordChangeRequired("Your password was sent by SMS: choose your own before you sign in.")
         audit.record(
             session, actor=citizen_actor(account), action="account.login", outcome="ok", now=now,
             target_id_number=id_number,
         )  # fmt: skip
         await session.commit()
+        count_sign_in(channel, "ok")
         return account
     await session.commit()
     raise exc
@@ -384,8 +404,8 @@ async def note_browser(
 async def sign_in(
     session: AsyncSession, ctx: AppContext, *, id_number: str, password: str
 ) -> tuple[str, CitizenSession]:
-    await limit_sign_ins(ctx, id_number)
-    account = await authenticate(session, ctx, id_number=id_number, password=password)
+    await limit_sign_ins(ctx, id_number, channel="api")
+    account = await authenticate(session, ctx, id_number=id_number, password=password, channel="api")
     now = ctx.clock.now()
     token = random_token()
     row = CitizenSession(

@@ -14,6 +14,7 @@ from app.core.audit import ANONYMOUS, SYSTEM, Actor, AuditEvent
 from app.core.crypto import random_token
 from app.core.deps import AppContext
 from app.core.errors import Conflict, InvalidInput, Problem
+from app.core.metrics import SIGN_INS
 from app.core.principal import STAFF_SCOPES, Principal, Subject
 
 
@@ -61,6 +62,13 @@ async def staff_login(
     ok, new_hash = await ctx.hasher.verify(password, member.password_hash if member else None)
     locked = member is not None and member.locked_until is not None and member.locked_until > now
     if member is None or not member.active or locked or not ok:
+        reason = "wrong_password"  # as counted in the metrics
+        if member is None:
+            reason = "unknown_user"
+        elif not member.active:
+            reason = "inactive"
+        elif locked:
+            reason = "locked"
         if member is not None and not ok and not locked:
             member.failed_logins += 1
             if member.failed_logins >= ctx.settings.lockout_threshold:
@@ -75,6 +83,7 @@ async def staff_login(
             target=username,
         )
         await session.commit()
+        SIGN_INS.labels("staff", "api", reason).inc()
         raise StaffLoginFailed()
     if new_hash:
         member.password_hash = new_hash
@@ -93,6 +102,7 @@ async def staff_login(
         session, actor=Actor("officer", member.username), action="staff.login", outcome="ok", now=now, target=username
     )
     await session.commit()
+    SIGN_INS.labels("staff", "api", "ok").inc()
     return token, row
 
 

@@ -22,6 +22,8 @@ from app.core.audit import Actor
 from app.core.crypto import Keyring
 from app.core.deps import AppContext
 from app.core.errors import Conflict, InvalidInput
+from app.core.metrics import CacheCounters
+from app.core.principal import METRICS
 
 CLIENT_KINDS = ("portal", "bank", "agency", "admin")
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
@@ -29,7 +31,7 @@ AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", 
 
 # Scopes a citizen can grant to a portal, and scopes granted to a client for itself.
 USER_SCOPES = ("openid", "profile", "phone", "email", "address", "national_id", "documents", "offline_access")
-SERVICE_SCOPES = ("verify", "ekyc", "documents:issue", "admin:clients", "introspect")
+SERVICE_SCOPES = ("verify", "ekyc", "documents:issue", "admin:clients", "introspect", METRICS)
 
 
 @dataclass(frozen=True)
@@ -78,12 +80,15 @@ class ClientCache:
         self._sessionmaker = sessionmaker
         self._ttl = ttl_seconds
         self._entries: dict[str, tuple[float, ClientInfo | None]] = {}
+        self._counted = CacheCounters("clients")
 
     async def get(self, client_id: str) -> ClientInfo | None:
         hit = self._entries.get(client_id)
         now = time.monotonic()
         if hit is not None and now - hit[0] < self._ttl:
+            self._counted.hit.inc()
             return hit[1]
+        self._counted.miss.inc()
         async with self._sessionmaker() as session:
             row = await session.get(Client, client_id)
             info = ClientInfo.of(row) if row is not None else None

@@ -17,6 +17,7 @@ from sqlalchemy.types import TypeDecorator
 
 from app.core.config import Settings
 from app.core.context import note_commit
+from app.core.metrics import measured_pool
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -146,7 +147,9 @@ def make_engine(
             from pathlib import Path
 
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 15})
+        memory = not path or path == ":memory:"  # SQLAlchemy's own pool for one in-memory database
+        pool: dict[str, Any] = {} if memory else {"poolclass": measured_pool("reader" if reader else "main")}
+        engine = create_async_engine(url, connect_args={"timeout": 15}, **pool)
         event.listen(engine.sync_engine, "before_cursor_execute", _refuse_nul)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         if reader:
@@ -166,8 +169,10 @@ def make_engine(
     async def connect() -> Any:
         return await _connect_asyncpg(raw_dsn(url), **timeouts)
 
+    # Measured: connections in use, checkouts that waited (app/core/metrics.py).
     engine = create_async_engine(
         url,
+        poolclass=measured_pool("main"),
         pool_size=settings.database_pool_size,
         max_overflow=0,
         pool_timeout=settings.database_pool_timeout_seconds,

@@ -218,7 +218,9 @@ async def _http_handler(_request: Request, exc: Exception) -> Response:
 async def _pool_busy_handler(request: Request, _exc: Exception) -> Response:
     # Every database connection of this process stayed in use for EID_DATABASE_POOL_TIMEOUT_SECONDS.
     log.warning(
-        "no database connection free on %s %s: answered 503", request.method, request.scope.get("route_path", "?")
+        "no database connection free on %s %s: answered 503",
+        request.method,
+        getattr(request.scope.get("route"), "path", "-"),
     )
     return ServiceUnavailable("The service is busy.").to_response()
 

@@ -6,7 +6,8 @@ and the route's own request/response and exception wrappers), each a coroutine c
 most, a wrapped ``send``. For a bank's identity check they cost more CPU than the app's own
 middleware and the check's body parsing together (bench/token.py, py-spy).
 
-A hot route is matched first, by method and exact path (below any root path), and runs inside
+A hot route is matched first, by method and exact path (below any root path), put in the scope
+as the router puts the route it matched (``scope["route"]``: its shadow below), and runs inside
 the same layers of the app's that every route runs in: Starlette's server-error middleware with
 the app's 500 handler, the app's own middleware rebuilt from ``app.user_middleware`` (request
 ID and access log, body-size limit, the demo header), and the app's other exception handlers,
@@ -110,7 +111,7 @@ def _route_path(scope: Scope) -> str:
 
 
 class HotRoutes:
-    def __init__(self, app: ASGIApp, routes: dict[tuple[str, str], tuple[HotRoute, ASGIApp]]) -> None:
+    def __init__(self, app: ASGIApp, routes: dict[tuple[str, str], tuple[ASGIApp, Route]]) -> None:
         self.app = app
         self.routes = routes
 
@@ -118,9 +119,9 @@ class HotRoutes:
         if scope["type"] == "http":
             hot = self.routes.get((scope["method"], _route_path(scope)))
             if hot is not None:
-                # The matched route, where the router puts it (its ``path`` names it in logs).
-                scope["route"] = hot[0]
-                await hot[1](scope, receive, send)
+                # The matched route, where the router puts it (the request metrics read its path).
+                chain, scope["route"] = hot
+                await chain(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -140,20 +141,21 @@ def serve_hot_routes(app: FastAPI) -> None:
     request the exact match would miss; the OpenAPI document describes them from their
     APIRoutes (app.main)."""
     routes = hot_routes(app.router.routes)
-    app.router.routes[0:0] = [_shadow(r) for r in routes]
+    shadows = [_shadow(r) for r in routes]
+    app.router.routes[0:0] = shadows
     build = app.build_middleware_stack
 
     def build_with_hot_routes() -> ASGIApp:
-        hot: dict[tuple[str, str], tuple[HotRoute, ASGIApp]] = {}
+        hot: dict[tuple[str, str], tuple[ASGIApp, Route]] = {}
         error_handler = app.exception_handlers.get(500) or app.exception_handlers.get(Exception)
         handlers = {k: v for k, v in app.exception_handlers.items() if k not in (500, Exception)}
-        for route in routes:
+        for route, shadow in zip(routes, shadows, strict=True):
             chain = _endpoint_app(route.endpoint, handlers)
             for cls, args, kwargs in reversed(app.user_middleware):
                 chain = cls(chain, *args, **kwargs)
             chain = ServerErrorMiddleware(chain, handler=error_handler, debug=app.debug)
             for method in route.methods:
-                hot[(method, route.path)] = (route, chain)
+                hot[(method, route.path)] = (chain, shadow)
         return HotRoutes(build(), hot)
 
     app.build_middleware_stack = build_with_hot_routes  # type: ignore[method-assign]

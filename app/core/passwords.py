@@ -1,22 +1,30 @@
 """Password hashing (argon2id via passlib's CryptContext) and the NIST SP 800-63B policy.
 
 Hashing costs ~24 ms of CPU (docs/facts.md §5: ~42 verifies/s/core), so it always runs in a
-worker thread, never on the event loop.
+worker thread, never on the event loop: every call goes through ``PasswordHasher._in_thread``,
+which also counts it (app/core/metrics.py: calls waiting for a thread and running, their wait
+and run times).
 """
 
 from __future__ import annotations
 
 import itertools
 import secrets
+import time
 import unicodedata
+from collections.abc import Callable
 from enum import StrEnum
 from functools import lru_cache
 from importlib import resources
+from typing import Any, TypeVar
 
 import anyio.to_thread
 from passlib.context import CryptContext
 
 from app.core.config import Settings
+from app.core.metrics import ARGON2_DURATION, ARGON2_QUEUE, ARGON2_RUNNING, ARGON2_WAIT
+
+R = TypeVar("R")
 
 
 class PasswordHasher:
@@ -32,15 +40,42 @@ class PasswordHasher:
         self._dummy = self.context.hash(secrets.token_urlsafe(16))
 
     async def hash(self, password: str) -> str:
-        return await anyio.to_thread.run_sync(self.context.hash, _normalise(password))
+        return await self._in_thread(self.context.hash, _normalise(password))
 
     async def verify(self, password: str, stored: str | None) -> tuple[bool, str | None]:
         """(ok, new_hash): new_hash is set when the stored hash uses outdated parameters."""
         if stored is None:
-            await anyio.to_thread.run_sync(self.context.verify, _normalise(password), self._dummy)
+            await self._in_thread(self.context.verify, _normalise(password), self._dummy)
             return False, None
-        ok, new_hash = await anyio.to_thread.run_sync(self.context.verify_and_update, _normalise(password), stored)
+        ok, new_hash = await self._in_thread(self.context.verify_and_update, _normalise(password), stored)
         return bool(ok), new_hash
+
+    @staticmethod
+    async def _in_thread(fn: Callable[..., R], *args: Any) -> R:
+        """Run one argon2id call in a worker thread, counted waiting from now until a thread
+        takes it, then running."""
+        queued = time.perf_counter()
+        started = False
+
+        def run() -> R:
+            nonlocal started
+            started = True
+            began = time.perf_counter()
+            ARGON2_QUEUE.dec()
+            ARGON2_WAIT.observe(began - queued)
+            ARGON2_RUNNING.inc()
+            try:
+                return fn(*args)
+            finally:
+                ARGON2_RUNNING.dec()
+                ARGON2_DURATION.observe(time.perf_counter() - began)
+
+        ARGON2_QUEUE.inc()
+        try:
+            return await anyio.to_thread.run_sync(run)
+        finally:
+            if not started:  # cancelled while waiting for a thread: it never ran
+                ARGON2_QUEUE.dec()
 
 
 def _normalise(password: str) -> str:

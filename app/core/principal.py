@@ -29,6 +29,8 @@ ADMIN_CLIENTS = "admin:clients"  # relying-party onboarding
 STAFF_SCOPES = frozenset(
     {OFFICER_REGISTRY, ADMIN_REGISTRY, OFFICER_ACCOUNTS, OFFICER_APPROVE, ADMIN_ACCOUNTS, AUDIT_READ, ADMIN_CLIENTS}
 )
+# A client's scope, for a monitoring system's client_credentials token: GET /metrics.
+METRICS = "metrics"
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.core.config import Settings, SmsGatewayKind
 from app.core.crypto import Keyring
 from app.core.db import Base, UTCDateTime
+from app.core.metrics import watch_outbox
 from app.core.outbox import deliver_due
 from app.core.privacy import mask_phone
 
@@ -77,6 +78,10 @@ class EmailMessage(_QueuedMessage, Base):
         Index("ix_email_outbox_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_email_outbox_address", "address"),
     )
+
+
+watch_outbox("sms", SmsMessage)
+watch_outbox("email", EmailMessage)
 
 
 # GSM 03.38 default alphabet and its extension table (each extension character costs two septets).

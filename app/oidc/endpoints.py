@@ -26,6 +26,7 @@ from app.core.db import note_revocation
 from app.core.errors import OAuthError, invalid_token, oauth_error_responses
 from app.core.hotpath import hot
 from app.core.jose import JwtRejected
+from app.core.metrics import INTROSPECTIONS, TOKENS_ISSUED, Children
 from app.documents.service import documents_claim
 from app.oidc.bearer import token_is_live, verify_access_token
 from app.oidc.claims import ACR_LEVEL, SCOPE_CLAIMS, SUPPORTED_CLAIMS, registry_claims
@@ -39,6 +40,8 @@ from app.registry.models import Citizen
 router = APIRouter(tags=["openid-connect"])
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_ISSUED = Children(TOKENS_ISSUED, *GRANT_TYPES)
+_ACTIVE, _INACTIVE = INTROSPECTIONS.labels("active"), INTROSPECTIONS.labels("inactive")
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -90,7 +93,9 @@ async def token(request: Request) -> Response:
         raise OAuthError("unsupported_grant_type", f"{grant_type} is not supported.")
     if grant_type not in client.grant_types:
         raise OAuthError("unauthorized_client", f"This client may not use {grant_type}.")
-    return json_response(await grant.respond(provider, client, form, now), headers=NO_STORE)
+    answer = await grant.respond(provider, client, form, now)
+    _ISSUED[grant_type].inc()
+    return json_response(answer, headers=NO_STORE)
 
 
 @router.post("/introspect", summary="Token introspection (RFC 7662)", responses=oauth_error_responses(400, 401))
@@ -100,7 +105,14 @@ async def introspect(request: Request) -> Response:
     token_value = form.get("token")
     if not token_value:
         raise OAuthError("invalid_request", "token is required.")
-    inactive = json_response({"active": False}, headers=NO_STORE)
+    body = await _introspection(provider, client, token_value, now)
+    (_ACTIVE if body["active"] else _INACTIVE).inc()
+    return json_response(body, headers=NO_STORE)
+
+
+async def _introspection(provider: Provider, client: ClientInfo, token_value: str, now: dt.datetime) -> dict[str, Any]:
+    """The answer of RFC 7662 §2.2 about ``token_value`` for ``client``."""
+    inactive = {"active": False}
     if token_value.count(".") == 2:
         try:
             claims = await verify_access_token(provider, token_value, now)
@@ -119,7 +131,7 @@ async def introspect(request: Request) -> Response:
         for k in ("acr", "auth_time", "act"):
             if k in claims:
                 body[k] = claims[k]
-        return json_response(body, headers=NO_STORE)
+        return body
     async with provider.ctx.sessionmaker() as session:
         row = (await session.execute(
             select(RefreshToken, Grant.revoked_at).join(Grant, Grant.id == RefreshToken.grant_id)
@@ -135,16 +147,13 @@ async def introspect(request: Request) -> Response:
     rt: RefreshToken = row.RefreshToken
     if rt.client_id != client.client_id and not client.can_introspect_any:
         return inactive
-    return json_response(
-        {
-            "active": True,
-            "token_type": "refresh_token",
-            "client_id": rt.client_id,
-            "scope": rt.scope,
-            "exp": int(rt.expires_at.timestamp()),
-        },
-        headers=NO_STORE,
-    )
+    return {
+        "active": True,
+        "token_type": "refresh_token",
+        "client_id": rt.client_id,
+        "scope": rt.scope,
+        "exp": int(rt.expires_at.timestamp()),
+    }
 
 
 @router.post("/revoke", summary="Token revocation (RFC 7009)", responses=oauth_error_responses(400, 401))

@@ -28,6 +28,7 @@ from sqlalchemy import Uuid, bindparam, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.db import REVOKES, raw_fetchrow
+from app.core.metrics import CacheCounters
 
 log = logging.getLogger("eid.livecheck")
 CHANNEL = "eid_revocation"
@@ -53,6 +54,8 @@ class LiveCheck:
         self._live: dict[tuple[str, uuid.UUID | None], float] = {}
         self._reconnect: asyncio.Task[None] | None = None
         self._closing = False
+        # A miss is a query: also every call while the cache is not in use (SQLite, no listener).
+        self._counted = CacheCounters("live_tokens")
 
     @property
     def caching(self) -> bool:
@@ -130,7 +133,9 @@ class LiveCheck:
         if self._listening:
             seen = self._live.get(key)
             if seen is not None and time.monotonic() - seen < MAX_AGE:
+                self._counted.hit.inc()
                 return True
+        self._counted.miss.inc()
         if self._pool is not None:
             row = await raw_fetchrow(self._pool, _PG_QUERY, jti, grant_id)
         else:
@@ -150,9 +155,12 @@ class VerifiedTokens:
     def __init__(self, max_entries: int = 20_000) -> None:
         self._max = max_entries
         self._entries: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._counted = CacheCounters("verified_tokens")
 
     def get(self, token: str) -> tuple[str, dict[str, Any]] | None:
-        return self._entries.get(token)
+        found = self._entries.get(token)
+        (self._counted.miss if found is None else self._counted.hit).inc()
+        return found
 
     def put(self, token: str, kid: str, claims: dict[str, Any]) -> None:
         if len(self._entries) >= self._max:

@@ -8,6 +8,7 @@ from sqlalchemy import JSON, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, UTCDateTime
+from app.core.metrics import watch_outbox
 
 
 class Grant(Base):
@@ -115,3 +116,6 @@ class LogoutNotification(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (Index("ix_oauth_logout_outbox_status_next_attempt_at", "status", "next_attempt_at"),)
+
+
+watch_outbox("backchannel_logout", LogoutNotification)

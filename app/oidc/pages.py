@@ -201,7 +201,7 @@ async def login_submit(request: Request) -> Response:
     if well_formed:
         # Counted before anything else opens a transaction (app/core/ratelimit.py).
         try:
-            await accounts.limit_sign_ins(ctx, id_number)
+            await accounts.limit_sign_ins(ctx, id_number, channel="page")
         except RateLimited as exc:
             locale = _locale(request)
             return pages.message(request, locale, pages.words(locale)["too_many"], status=429, headers=exc.headers)
@@ -215,10 +215,11 @@ async def login_submit(request: Request) -> Response:
             return error_page(request, locale, pages.words(locale)["csrf_failed"], status=403)
         if not well_formed or not password or len(password) > 1024:
             await ctx.hasher.verify(password or "x", None)  # same cost as a real attempt
+            accounts.count_sign_in("page", "malformed")
             return _login_form(request, req, client.name, id_number, pages.words(locale)["login_failed"], 401)
         try:
             account = await accounts.authenticate(
-                session, ctx, id_number=id_number, password=password, allow_must_change=True
+                session, ctx, id_number=id_number, password=password, allow_must_change=True, channel="page"
             )
         except LoginFailed:
             return _login_form(request, req, client.name, id_number, pages.words(locale)["login_failed"], 401)

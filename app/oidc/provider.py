@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from app.clients.service import ClientCache
 from app.core.deps import AppContext, get_ctx
 from app.core.keys import KeyStore
+from app.core.metrics import CacheCounters
 from app.oidc.livecheck import LiveCheck, VerifiedTokens
 
 
@@ -24,6 +25,7 @@ class Provider:
     live: LiveCheck
     verified: VerifiedTokens = field(default_factory=VerifiedTokens)
     jwks_uri_cache: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
+    _jwks_counted: CacheCounters = field(default_factory=lambda: CacheCounters("client_jwks"), repr=False)
 
     @property
     def keys(self) -> KeyStore:
@@ -43,7 +45,9 @@ class Provider:
     async def client_jwks(self, jwks_uri: str) -> dict[str, Any]:
         hit = self.jwks_uri_cache.get(jwks_uri)
         if hit is not None and time.monotonic() - hit[0] < 300:
+            self._jwks_counted.hit.inc()
             return hit[1]
+        self._jwks_counted.miss.inc()
         resp = await self.http.get(jwks_uri, timeout=5.0)
         resp.raise_for_status()
         jwks: dict[str, Any] = resp.json()

@@ -21,6 +21,7 @@ from app.core.deps import AppContext
 from app.core.errors import InvalidInput, NotFound, Problem
 from app.core.jose import epoch, new_jti
 from app.core.journal import GroupCommitJournal, RecordedReads
+from app.core.metrics import VERIFY_CALLS
 from app.core.notify import Notice, notify
 from app.core.schemas import fold_name
 from app.documents.service import document_status
@@ -43,6 +44,8 @@ log = logging.getLogger("eid.verify")
 EKYC_TTL = dt.timedelta(minutes=10)
 EKYC_RESULT_TTL = dt.timedelta(minutes=5)
 EKYC_FETCH_WINDOW = dt.timedelta(minutes=10)
+# Identity checks by result, in the metrics (app/core/metrics.py): made once, a bank's hot path.
+_IDENTITY_CHECKS = {r: VERIFY_CALLS.labels("identity", r) for r in ("match", "partial", "no_match")}
 
 # e-KYC claim → the OIDC scope whose claims carry it.
 _CLAIM_SCOPE = {
@@ -181,6 +184,7 @@ async def verify_identity(
         record = _Record(*found) if found is not None else None
         result, attributes = compare(query, given, record)
         await ctx.journal.write(*_identity_rows(check, result, record))
+    _IDENTITY_CHECKS[result].inc()
     if result != "match" or record is None:
         return IdentityResult(result=result, attributes=attributes, assurance_level=None, account_status=None)
     status = record.account_status or "none"
@@ -217,6 +221,7 @@ async def verify_document(
             now=now,
         )
     await session.commit()
+    VERIFY_CALLS.labels("document", status).inc()
     return DocumentResult(status=status)
 
 
